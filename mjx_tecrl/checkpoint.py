@@ -1,0 +1,101 @@
+"""Whole-state checkpoints: one msgpack file, written atomically, with a format version.
+
+The state is saved as its flat list of leaves plus their tree paths, shapes and dtypes; restoring
+needs a template state of the same configuration and refuses any mismatch with a clear message.
+A kill at any moment leaves either the old or the new `latest.ckpt`, never a torn one
+(temp file, fsync, `os.replace`, fsync of the directory).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import jax
+import msgpack
+import numpy as np
+
+FORMAT_VERSION = 1
+LATEST = "latest.ckpt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+def _encode(leaves: list[np.ndarray]) -> list[dict[str, Any]]:
+    return [{"dtype": str(x.dtype), "shape": list(x.shape), "data": x.tobytes()} for x in leaves]
+
+
+def save(directory: str, state: Any, meta: dict[str, Any]) -> str:
+    """Write `state` (any pytree of arrays) and `meta` (JSON-like) to directory/latest.ckpt."""
+    os.makedirs(directory, exist_ok=True)
+    paths_leaves = jax.tree_util.tree_leaves_with_path(state)
+    leaves = [np.asarray(jax.device_get(x)) for _, x in paths_leaves]
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "meta": meta,
+        "paths": [jax.tree_util.keystr(p) for p, _ in paths_leaves],
+        "leaves": _encode(leaves),
+    }
+    blob = msgpack.packb(payload, use_bin_type=True)
+    target = os.path.join(directory, LATEST)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+def load_meta(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(payload, meta) of directory/latest.ckpt; raises CheckpointError if absent or unreadable."""
+    path = os.path.join(directory, LATEST)
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with open(path, "rb") as f:
+            payload = msgpack.unpackb(f.read(), raw=False)
+    except Exception as e:  # truncated or not msgpack
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        got = payload.get("format_version") if isinstance(payload, dict) else None
+        raise CheckpointError(
+            f"checkpoint {path} has format version {got!r}; this mjx_tecrl reads {FORMAT_VERSION}"
+        )
+    return payload, payload.get("meta", {})
+
+
+def restore(directory: str, template: Any) -> tuple[Any, dict[str, Any]]:
+    """Load directory/latest.ckpt into the structure of `template`; returns (state, meta)."""
+    payload, meta = load_meta(directory)
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    saved = payload["leaves"]
+    if len(saved) != len(paths_leaves):
+        raise CheckpointError(
+            f"checkpoint holds {len(saved)} arrays but this configuration has {len(paths_leaves)}: "
+            "it was written by a different env, algorithm or network size"
+        )
+    leaves = []
+    for (path, ref), rec, saved_path in zip(paths_leaves, saved, payload["paths"], strict=True):
+        shape, dtype = tuple(rec["shape"]), np.dtype(rec["dtype"])
+        if shape != tuple(ref.shape) or dtype != np.dtype(ref.dtype):
+            raise CheckpointError(
+                f"checkpoint array {saved_path} has shape {shape} {dtype}, this configuration expects "
+                f"{tuple(ref.shape)} {ref.dtype} at {jax.tree_util.keystr(path)}: different env or sizes"
+            )
+        leaves.append(np.frombuffer(rec["data"], dtype=dtype).reshape(shape))
+    return jax.tree_util.tree_unflatten(treedef, leaves), meta

@@ -1,0 +1,194 @@
+"""Configuration: static `Config` (shapes, branches, I/O) and traced `Hyperparams` (what a sweep varies).
+
+Spec references are to `shared/spec/dsac_e.md`. Defaults are the spec's §2.8 / §3.4 values; per-task
+presets (`mjx_tecrl.presets`) may depart from them where the spec's §8 says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax.numpy as jnp
+from flax import struct
+
+ALGOS = ("dsac-e", "dsac-e-no-tec", "dsac-t", "sac")
+CRITIC_LOSSES = ("nll", "huber")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; its message is one line naming the value and what is allowed."""
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob of a training run. Each field is a `train.py` flag (underscores become dashes)."""
+
+    # --- what to train ---
+    env: str = _f("inverted_pendulum", "task name from the registry (see --list-envs)")
+    algo: str = _f("dsac-e", "one of " + ", ".join(ALGOS))
+    seed: int = _f(0, "random seed")
+    # --- sizes (static: they set shapes) ---
+    num_envs: int = _f(32, "parallel environments stepped each iteration")
+    total_steps: int = _f(30_000, "environment steps to train for (all environments together)")
+    learning_starts: int = _f(10_000, "environment steps of uniform random actions before learning")
+    updates_per_iter: int = _f(8, "gradient updates per iteration (one iteration steps every env once)")
+    batch_size: int = _f(256, "replay batch size per update")
+    buffer_size: int = _f(1_000_000, "replay capacity in transitions (rounded up to a multiple of num_envs)")
+    hidden_sizes: tuple[int, ...] = _f((256, 256, 256), "hidden layer widths of actor and critics")
+    policy_delay: int = _f(2, "actor, temperature and target updates every this many updates (spec 2.6)")
+    episode_length: int = _f(1000, "time limit in env steps; reaching it truncates (bootstrapped)")
+    normalize_obs: bool = _f(False, "running observation normalisation (statistics are checkpointed)")
+    critic_loss: str = _f("nll", "reward critic loss: nll (2023 DSAC-T form) or huber (2025 variant)")
+    twin_entropy_critic: bool = _f(False, "min over two entropy critics (spec A3; default off)")
+    # --- hyperparameters (traced: sweeps may vary them) ---
+    gamma: float = _f(0.99, "discount factor")
+    tau: float = _f(0.005, "Polyak rate for targets and for the critic-std running mean")
+    actor_lr: float = _f(1e-4, "actor learning rate (Adam)")
+    critic_lr: float = _f(1e-4, "reward and entropy critic learning rate (Adam)")
+    alpha_lr: float = _f(3e-4, "temperature (log alpha) learning rate (Adam)")
+    rho: float = _f(1.0, "trajectory entropy budget scale: H_budget = rho * H0 / (1 - gamma)")
+    init_log_alpha: float = _f(1.0, "initial log temperature")
+    reward_scale: float = _f(1.0, "multiplier on rewards before learning")
+    xi: float = _f(3.0, "DSAC-T clipping bound factor: b = xi * running mean of critic std")
+    epsilon: float = _f(0.1, "DSAC-T bias keeping critic-loss denominators away from zero")
+    # --- evaluation and I/O (host side) ---
+    eval_every: int = _f(5_000, "environment steps between evaluations (and chunk boundaries)")
+    num_eval_envs: int = _f(10, "episodes per evaluation (deterministic policy)")
+    checkpoint_every: int = _f(1, "save a checkpoint every this many evaluations (0: only at the end)")
+    checkpoint_buffer: bool = _f(True, "include the replay buffer in checkpoints (exact resume)")
+    out: str = _f("", "run directory (default runs/<env>-<algo>-s<seed>-<time>)")
+    resume: str = _f("", "continue the run in this directory")
+    preset: str = _f("tuned", "per-task defaults: tuned (short runs) or paper (reference values)")
+    progress: bool = _f(True, "progress bar on a terminal (plain lines otherwise)")
+
+    def hyperparams(self, action_dim: int) -> Hyperparams:
+        """The traced hyperparameters of this config."""
+        return Hyperparams(
+            **{name: jnp.asarray(getattr(self, name), jnp.float32) for name in HYPERPARAM_NAMES},
+            action_dim=jnp.asarray(action_dim, jnp.float32),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}")
+        d = dict(d)
+        if "hidden_sizes" in d:
+            d["hidden_sizes"] = tuple(d["hidden_sizes"])
+        return cls(**d)
+
+    @property
+    def buffer_capacity(self) -> int:
+        """Replay capacity rounded up to a multiple of num_envs, so one insert never wraps."""
+        return -(-self.buffer_size // self.num_envs) * self.num_envs
+
+    @property
+    def uses_entropy_critic(self) -> bool:
+        return self.algo in ("dsac-e", "dsac-e-no-tec")
+
+
+HYPERPARAM_NAMES = (
+    "gamma", "tau", "actor_lr", "critic_lr", "alpha_lr", "rho",
+    "init_log_alpha", "reward_scale", "xi", "epsilon",
+)  # fmt: skip
+
+
+@struct.dataclass
+class Hyperparams:
+    """Traced float hyperparameters; a sweep grid is the same class with a leading member axis."""
+
+    gamma: jnp.ndarray
+    tau: jnp.ndarray
+    actor_lr: jnp.ndarray
+    critic_lr: jnp.ndarray
+    alpha_lr: jnp.ndarray
+    rho: jnp.ndarray
+    init_log_alpha: jnp.ndarray
+    reward_scale: jnp.ndarray
+    xi: jnp.ndarray
+    epsilon: jnp.ndarray
+    action_dim: jnp.ndarray  # |A| as a float, so H0 = -|A| is computed in-graph
+
+
+def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_count: int = 1) -> None:
+    """Raise ConfigError with a one-line message for the first invalid value."""
+    c = config
+    if known_envs is not None and c.env not in known_envs:
+        raise ConfigError(f"--env {c.env!r} is unknown; known: {', '.join(known_envs)}")
+    if c.algo not in ALGOS:
+        raise ConfigError(f"--algo {c.algo!r} is unknown; allowed: {', '.join(ALGOS)}")
+    if c.critic_loss not in CRITIC_LOSSES:
+        raise ConfigError(f"--critic-loss {c.critic_loss!r} is unknown; allowed: {', '.join(CRITIC_LOSSES)}")
+    if c.preset not in ("tuned", "paper"):
+        raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: tuned, paper")
+    for name in ("num_envs", "total_steps", "updates_per_iter", "batch_size", "buffer_size",
+                 "policy_delay", "episode_length", "eval_every", "num_eval_envs"):  # fmt: skip
+        v = getattr(c, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"--{_flag(name)} {v!r} must be a positive integer")
+    for name in ("learning_starts", "checkpoint_every", "seed"):
+        v = getattr(c, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"--{_flag(name)} {v!r} must be a non-negative integer")
+    if not c.hidden_sizes or any(h <= 0 for h in c.hidden_sizes):
+        raise ConfigError(f"--hidden-sizes {list(c.hidden_sizes)} must be one or more positive integers")
+    if c.num_envs % device_count:
+        raise ConfigError(f"--num-envs {c.num_envs} is not divisible by the device count {device_count}")
+    if c.batch_size > c.buffer_capacity:
+        raise ConfigError(f"--batch-size {c.batch_size} is larger than --buffer-size {c.buffer_size}")
+    if c.updates_per_iter % c.policy_delay:
+        raise ConfigError(
+            f"--updates-per-iter {c.updates_per_iter} must be a multiple of --policy-delay "
+            f"{c.policy_delay} (the delayed actor update is a static schedule)"
+        )
+    if max(c.learning_starts, c.batch_size) > c.buffer_capacity:
+        raise ConfigError(
+            f"--learning-starts {c.learning_starts} exceeds the buffer capacity {c.buffer_capacity}"
+        )
+    for name in HYPERPARAM_NAMES:
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ConfigError(f"--{_flag(name)} {v!r} must be a finite number")
+    if not 0.0 < c.gamma < 1.0:
+        raise ConfigError(f"--gamma {c.gamma} must lie in (0, 1)")
+    if not 0.0 < c.tau <= 1.0:
+        raise ConfigError(f"--tau {c.tau} must lie in (0, 1]")
+    for name in ("actor_lr", "critic_lr", "alpha_lr", "rho", "reward_scale", "xi", "epsilon"):
+        if getattr(c, name) <= 0:
+            raise ConfigError(f"--{_flag(name)} {getattr(c, name)} must be positive")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def make_config(**overrides: Any) -> Config:
+    """Config from the spec defaults, then the task's preset, then `overrides` (flags win).
+
+    The preset is chosen by `overrides["preset"]` ("tuned" by default, or "paper") for `overrides["env"]`.
+    """
+    from mjx_tecrl.envs import registry
+
+    base = Config()
+    env = overrides.get("env", base.env)
+    preset = overrides.get("preset", base.preset)
+    try:
+        task = registry.spec(env)
+    except registry.UnknownEnvError as e:
+        raise ConfigError(f"--env {env!r} is unknown; known: {', '.join(registry.bare_names())}") from e
+    preset_values = task.paper if preset == "paper" else task.tuned
+    return dataclasses.replace(base, **{**preset_values, **overrides})

@@ -1,0 +1,245 @@
+"""Learner state and one gradient iteration of DSAC-E / DSAC-E w/o TEC / DSAC-T / SAC (spec §2.6, §3.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from mjx_tecrl import distributions, losses
+from mjx_tecrl.config import Config, Hyperparams
+from mjx_tecrl.networks import Networks, make_networks
+from mjx_tecrl.types import NormalizerState, Transition, normalize, normalizer_init
+
+Params = Any
+_adam = optax.scale_by_adam()  # PyTorch defaults; the learning rate is applied from the traced Hyperparams
+
+
+@struct.dataclass
+class LearnerState:
+    """Online and target parameters, optimiser moments, temperature and running statistics."""
+
+    actor_params: Params
+    actor_target_params: Params
+    reward_critic_params: Params  # twin-stacked [2, ...]
+    reward_critic_target_params: Params
+    entropy_critic_params: Params  # [n, ...]; None for dsac-t and sac
+    entropy_critic_target_params: Params
+    log_alpha: jax.Array
+    actor_opt_state: optax.OptState
+    reward_critic_opt_state: optax.OptState
+    entropy_critic_opt_state: optax.OptState
+    temperature_opt_state: optax.OptState
+    critic_std_running_mean: jax.Array  # [2], sentinel -1 until the first batch
+    obs_normalizer: NormalizerState
+    hyperparams: Hyperparams
+    step: jax.Array  # gradient iterations done (int32)
+
+
+def _adam_step(params, grads, opt_state, lr):
+    """One Adam step with a traced learning rate."""
+    direction, opt_state = _adam.update(grads, opt_state)
+    return jax.tree.map(lambda p, d: p - lr * d, params, direction), opt_state
+
+
+@dataclass(frozen=True)
+class Learner:
+    """The static part of the learner: networks and the variant switches."""
+
+    networks: Networks
+    algo: str
+    critic_loss: str
+    normalize_obs: bool
+
+    @classmethod
+    def from_config(cls, config: Config, action_dim: int) -> Learner:
+        nets = make_networks(action_dim, config.hidden_sizes, config.twin_entropy_critic)
+        return cls(nets, config.algo, config.critic_loss, config.normalize_obs)
+
+    @property
+    def uses_entropy_critic(self) -> bool:
+        return self.algo in ("dsac-e", "dsac-e-no-tec")
+
+    def init(self, key: jax.Array, obs_dim: int, hyperparams: Hyperparams) -> LearnerState:
+        """Fresh state; targets are copies (not aliases) so the state can be donated."""
+        actor, reward, entropy = self.networks.init(key, obs_dim)
+        if not self.uses_entropy_critic:
+            entropy = None
+        log_alpha = jnp.array(hyperparams.init_log_alpha, jnp.float32, copy=True)  # no alias: donation
+        copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
+        return LearnerState(
+            actor_params=actor,
+            actor_target_params=copy(actor),
+            reward_critic_params=reward,
+            reward_critic_target_params=copy(reward),
+            entropy_critic_params=entropy,
+            entropy_critic_target_params=copy(entropy),
+            log_alpha=log_alpha,
+            actor_opt_state=_adam.init(actor),
+            reward_critic_opt_state=_adam.init(reward),
+            entropy_critic_opt_state=_adam.init(entropy),
+            temperature_opt_state=_adam.init(log_alpha),
+            critic_std_running_mean=-jnp.ones((2,), jnp.float32),
+            obs_normalizer=normalizer_init(obs_dim),
+            hyperparams=hyperparams,
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    # --- policy -----------------------------------------------------------------------------
+    def normalize(self, state: LearnerState, obs: jax.Array) -> jax.Array:
+        return normalize(state.obs_normalizer, obs) if self.normalize_obs else obs
+
+    def sample_action(self, params, state: LearnerState, obs, key) -> tuple[jax.Array, jax.Array]:
+        mean, log_std = self.networks.actor.apply(params, self.normalize(state, obs))
+        return distributions.sample(key, mean, log_std)
+
+    def deterministic_action(self, state: LearnerState, obs: jax.Array) -> jax.Array:
+        mean, _ = self.networks.actor.apply(state.actor_params, self.normalize(state, obs))
+        return distributions.mode(mean)
+
+    # --- one gradient iteration --------------------------------------------------------------
+    def update(
+        self, state: LearnerState, batch: Transition, key: jax.Array, update_actor: bool
+    ) -> tuple[LearnerState, dict[str, jax.Array]]:
+        """Critic step always; actor, temperature and Polyak targets when `update_actor` (spec §2.6).
+
+        All gradients use the pre-update parameters. `update_actor` is static (spec style note 6).
+        """
+        key_next, key_z, key_new = jax.random.split(key, 3)
+        hp = state.hyperparams
+        nets = self.networks
+        obs = self.normalize(state, batch.obs)  # [B, obs_dim]
+        next_obs = self.normalize(state, batch.next_obs)
+        alpha = jnp.exp(state.log_alpha)
+        reward = batch.reward * hp.reward_scale
+        discount = hp.gamma * (1.0 - batch.terminated)  # truncation keeps its bootstrap
+
+        # Next action from the TARGET policy, shared by the reward and entropy targets (spec §3.3).
+        next_action, next_log_prob = self.sample_action(state.actor_target_params, state, next_obs, key_next)
+        q_next, std_next = nets.reward_critics(state.reward_critic_target_params, next_obs, next_action)
+        soft = self.algo in ("dsac-t", "sac")
+        entropy_bonus = -alpha * next_log_prob if soft else jnp.zeros_like(next_log_prob)
+
+        # Reward critics (PEV).
+        if self.algo == "sac":
+            y = losses.sac_critic_targets(q_next, reward, discount, entropy_bonus)
+
+            def reward_loss_fn(params):
+                q, std = nets.reward_critics(params, obs, batch.action)
+                return losses.sac_critic_loss(q, y), (q, std, state.critic_std_running_mean)
+        else:
+            z = jnp.clip(jax.random.normal(key_z, q_next.shape), -3.0, 3.0)  # [2, B]
+            y_q, y_z = losses.reward_critic_targets(q_next, std_next, z, reward, discount, entropy_bonus)
+            loss_form = (
+                losses.distributional_critic_loss_huber
+                if self.critic_loss == "huber"
+                else losses.distributional_critic_loss
+            )
+
+            def reward_loss_fn(params):
+                q, std = nets.reward_critics(params, obs, batch.action)
+                running = losses.update_critic_std_running_mean(
+                    state.critic_std_running_mean, std, hp.tau
+                )  # updated BEFORE the clip bound and weight use it
+                return loss_form(q, std, y_q, y_z, running, hp.xi, hp.epsilon), (q, std, running)
+
+        (loss_r, (q, std, std_running)), grad_r = jax.value_and_grad(reward_loss_fn, has_aux=True)(
+            state.reward_critic_params
+        )
+        reward_params, reward_opt = _adam_step(
+            state.reward_critic_params, grad_r, state.reward_critic_opt_state, hp.critic_lr
+        )
+        new = state.replace(
+            reward_critic_params=reward_params,
+            reward_critic_opt_state=reward_opt,
+            critic_std_running_mean=std_running,
+            step=state.step + 1,
+        )
+        metrics = {
+            "train/loss_reward_critic": loss_r,
+            "train/q_r": jnp.mean(q),
+            "train/critic_std": jnp.mean(std),
+            "train/alpha": alpha,
+        }
+
+        # Entropy critic (PIS).
+        if self.uses_entropy_critic:
+            q_e_next = jnp.min(
+                nets.entropy_critics(state.entropy_critic_target_params, next_obs, next_action), axis=0
+            )
+            y_e = losses.entropy_critic_target(next_log_prob, q_e_next, discount)
+
+            def entropy_loss_fn(params):
+                q_e = nets.entropy_critics(params, obs, batch.action)
+                return losses.entropy_critic_loss(q_e, y_e), q_e
+
+            (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(
+                state.entropy_critic_params
+            )
+            entropy_params, entropy_opt = _adam_step(
+                state.entropy_critic_params, grad_e, state.entropy_critic_opt_state, hp.critic_lr
+            )
+            new = new.replace(entropy_critic_params=entropy_params, entropy_critic_opt_state=entropy_opt)
+            metrics["train/loss_entropy_critic"] = loss_e
+            metrics["train/q_e"] = jnp.mean(q_e)
+
+        if update_actor:
+            new, actor_metrics = self._actor_temperature_targets(state, new, obs, key_new, alpha)
+            metrics.update(actor_metrics)
+        return new, metrics
+
+    def _actor_temperature_targets(self, old, new, obs, key, alpha):
+        """PIM + TUP from the pre-update state `old`, applied to `new`; then Polyak (spec §3.3)."""
+        hp = old.hyperparams
+        nets = self.networks
+
+        def actor_loss_fn(actor_params):
+            action, log_prob = self.sample_action(actor_params, old, obs, key)
+            q_r, _ = nets.reward_critics(old.reward_critic_params, obs, action)
+            q_e = None
+            if self.uses_entropy_critic:
+                q_e = jnp.min(nets.entropy_critics(old.entropy_critic_params, obs, action), axis=0)
+            return losses.actor_loss(log_prob, q_r, q_e, alpha), (log_prob, q_e)
+
+        (loss_pi, (log_prob, q_e)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+            old.actor_params
+        )
+        h0 = -hp.action_dim
+        if self.algo == "dsac-e":
+            budget = losses.entropy_budget(hp.rho, hp.action_dim, hp.gamma)
+            temp_loss_fn = lambda la: losses.temperature_loss_trajectory(la, log_prob, q_e, budget)  # noqa: E731
+        else:
+            temp_loss_fn = lambda la: losses.temperature_loss_per_step(la, log_prob, h0)  # noqa: E731
+        loss_alpha, grad_alpha = jax.value_and_grad(temp_loss_fn)(old.log_alpha)
+
+        actor_params, actor_opt = _adam_step(old.actor_params, grad_pi, old.actor_opt_state, hp.actor_lr)
+        log_alpha, temp_opt = _adam_step(old.log_alpha, grad_alpha, old.temperature_opt_state, hp.alpha_lr)
+        new = new.replace(
+            actor_params=actor_params,
+            actor_opt_state=actor_opt,
+            log_alpha=log_alpha,
+            temperature_opt_state=temp_opt,
+            actor_target_params=losses.polyak(old.actor_target_params, actor_params, hp.tau),
+            reward_critic_target_params=losses.polyak(
+                old.reward_critic_target_params, new.reward_critic_params, hp.tau
+            ),
+            entropy_critic_target_params=losses.polyak(
+                old.entropy_critic_target_params, new.entropy_critic_params, hp.tau
+            ),
+        )
+        metrics = {
+            "train/loss_actor": loss_pi,
+            "train/loss_temperature": loss_alpha,
+            "train/policy_entropy": -jnp.mean(log_prob),
+        }
+        if self.uses_entropy_critic:
+            metrics["train/trajectory_entropy"] = jnp.mean(-log_prob + q_e)
+        if self.algo == "dsac-e":
+            metrics["train/entropy_budget"] = budget
+        else:
+            metrics["train/target_entropy"] = h0
+        return new, metrics

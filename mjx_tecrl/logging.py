@@ -1,0 +1,70 @@
+"""Run-directory outputs: TensorBoard events (spec §8 names), metrics.csv, JSON files, console lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class RunLogger:
+    """TensorBoard scalars under the metric names, and one metrics.csv row per evaluation."""
+
+    def __init__(self, run_dir: str, tensorboard: bool = True):
+        self.run_dir = run_dir
+        self.csv_path = os.path.join(run_dir, "metrics.csv")
+        self._writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(os.path.join(run_dir, "tb"))
+
+    def scalars(self, metrics: dict[str, float], env_steps: int) -> None:
+        if self._writer is None:
+            return
+        for name, value in metrics.items():
+            self._writer.add_scalar(name, value, env_steps)
+        self._writer.flush()
+
+    def csv_row(self, row: dict[str, float]) -> None:
+        """Append a row; the header is fixed by the first row ever written to the file."""
+        exists = os.path.exists(self.csv_path) and os.path.getsize(self.csv_path) > 0
+        if exists:
+            with open(self.csv_path) as f:
+                header = next(csv.reader(f))
+        else:
+            header = list(row)
+        with open(self.csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+            if not exists:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def read_csv(path: str) -> list[dict[str, float]]:
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def format_line(env_steps: int, total: int, metrics: dict[str, float], sps: float) -> str:
+    """One plain log line per evaluation (for CI logs and files)."""
+    ret = metrics.get("eval/episode_return", math.nan)
+    alpha = metrics.get("train/alpha", math.nan)
+    return (
+        f"steps {env_steps:>9d}/{total}  eval_return {ret:9.2f}  alpha {alpha:8.4f}  env_steps/s {sps:8.0f}"
+    )

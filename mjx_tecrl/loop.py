@@ -1,0 +1,183 @@
+"""`make_train(config, env)`: the pure, jittable training program (purejaxrl style).
+
+One iteration: the actor acts in every env, the envs step (vmapped, auto-reset in program), the
+transitions go into the on-device ring buffer, then `updates_per_iter` learner updates run. A chunk
+is a `lax.scan` over iterations; nothing leaves the device inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mjx_tecrl import replay as replay_lib
+from mjx_tecrl import rollout
+from mjx_tecrl.config import Config, Hyperparams
+from mjx_tecrl.learner import Learner, LearnerState
+from mjx_tecrl.types import normalizer_update
+
+
+@struct.dataclass
+class TrainState:
+    learner: LearnerState
+    replay: replay_lib.ReplayState
+    env: rollout.EnvState
+    key: jax.Array
+    iteration: jax.Array  # int32 env iterations done (env steps = iteration * num_envs, on the host)
+
+
+@dataclass(frozen=True)
+class TrainFns:
+    """The pure functions of one training configuration. Jit them at the edge (see `run.py`)."""
+
+    config: Config
+    env: Any
+    learner: Learner
+    chunk_iters: int  # iterations per chunk (eval_every / num_envs, at least 1)
+    warmup_iters: int  # iterations of uniform random actions (learning_starts / num_envs)
+
+    # --- state -------------------------------------------------------------------------------
+    def init(self, key: jax.Array, hyperparams: Hyperparams | None = None) -> TrainState:
+        """A fresh training state for `key` (hyperparams default to the config's).
+
+        Built under jit so that no two leaves share a buffer (brax aliases qpos and q when eager),
+        which donation would refuse.
+        """
+        if hyperparams is None:
+            hyperparams = self.config.hyperparams(self.env.action_size)
+        return jax.jit(self._init)(key, hyperparams)
+
+    def _init(self, key: jax.Array, hyperparams: Hyperparams) -> TrainState:
+        c = self.config
+        key, k_learner, k_env = jax.random.split(key, 3)
+        return TrainState(
+            learner=self.learner.init(k_learner, self.env.observation_size, hyperparams),
+            replay=replay_lib.init(c.buffer_capacity, self.env.observation_size, self.env.action_size),
+            env=rollout.reset(self.env, k_env, c.num_envs),
+            key=key,
+            iteration=jnp.zeros((), jnp.int32),
+        )
+
+    # --- one iteration -----------------------------------------------------------------------
+    def _act_and_store(self, ts: TrainState, key: jax.Array, random_actions: bool):
+        k_act, k_reset = jax.random.split(key)
+        c = self.config
+        obs = ts.env.sim.obs  # [N, obs_dim]
+        if random_actions:
+            action = jax.random.uniform(k_act, (c.num_envs, self.env.action_size), minval=-1.0, maxval=1.0)
+        else:
+            action, _ = self.learner.sample_action(ts.learner.actor_params, ts.learner, obs, k_act)
+        env_state, transition, stats = rollout.step(self.env, ts.env, action, k_reset, c.episode_length)
+        learner = ts.learner
+        if c.normalize_obs:
+            learner = learner.replace(obs_normalizer=normalizer_update(learner.obs_normalizer, obs))
+        ts = ts.replace(
+            learner=learner,
+            replay=replay_lib.add(ts.replay, transition),
+            env=env_state,
+            iteration=ts.iteration + 1,
+        )
+        return ts, stats
+
+    def _updates(self, learner: LearnerState, replay, key: jax.Array):
+        """`updates_per_iter` updates as a static schedule: blocks of `policy_delay`, actor on the first."""
+        c = self.config
+
+        def block(ls: LearnerState, block_key: jax.Array):
+            keys = jax.random.split(block_key, 2 * c.policy_delay)
+            per_update = []
+            for j in range(c.policy_delay):
+                batch = replay_lib.sample(replay, keys[2 * j], c.batch_size)
+                ls, m = self.learner.update(ls, batch, keys[2 * j + 1], update_actor=(j == 0))
+                per_update.append(m)
+            # Actor-side metrics come from the first update; critic-side ones average over the block.
+            merged = dict(per_update[0])
+            for k in per_update[-1]:
+                merged[k] = jnp.mean(jnp.stack([m[k] for m in per_update]))
+            return ls, merged
+
+        blocks = jax.random.split(key, c.updates_per_iter // c.policy_delay)
+        learner, metrics = jax.lax.scan(block, learner, blocks)
+        return learner, jax.tree.map(jnp.mean, metrics)
+
+    def train_iteration(self, ts: TrainState, _=None):
+        key, k_step, k_update = jax.random.split(ts.key, 3)
+        ts, stats = self._act_and_store(ts.replace(key=key), k_step, random_actions=False)
+        learner, metrics = self._updates(ts.learner, ts.replay, k_update)
+        return ts.replace(learner=learner), (metrics, stats)
+
+    def warmup_iteration(self, ts: TrainState, _=None):
+        key, k_step = jax.random.split(ts.key)
+        ts, stats = self._act_and_store(ts.replace(key=key), k_step, random_actions=True)
+        return ts, stats
+
+    # --- chunks (what the host calls) ---------------------------------------------------------
+    def warmup(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`warmup_iters` iterations of uniform random actions, no updates."""
+        ts, stats = jax.lax.scan(self.warmup_iteration, ts, None, length=max(self.warmup_iters, 1))
+        return ts, _episode_metrics(stats)
+
+    def run_chunk(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`chunk_iters` training iterations; returns chunk-mean metrics (spec §8 names)."""
+        ts, (metrics, stats) = jax.lax.scan(self.train_iteration, ts, None, length=self.chunk_iters)
+        out = jax.tree.map(jnp.mean, metrics)
+        out.update(_episode_metrics(stats))
+        return ts, out
+
+    def train(self, key: jax.Array, num_chunks: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Pure whole run: init, warm-up, `num_chunks` chunks; metrics stacked per chunk. vmap over keys."""
+        ts = self.init(key)
+        if self.warmup_iters:
+            ts, _ = self.warmup(ts)
+        return jax.lax.scan(lambda s, _: self.run_chunk(s), ts, None, length=num_chunks)
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, learner: LearnerState, key: jax.Array) -> dict[str, jax.Array]:
+        """Deterministic policy (tanh of the mean) over `num_eval_envs` full episodes."""
+        c = self.config
+        n = c.num_eval_envs
+        sim = jax.vmap(self.env.reset)(jax.random.split(key, n))
+        init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool))
+
+        def cond(carry):
+            _, _, length, alive = carry
+            return jnp.any(alive) & (jnp.max(length) < c.episode_length)
+
+        def body(carry):
+            sim, ret, length, alive = carry
+            action = self.learner.deterministic_action(learner, sim.obs)
+            nxt = jax.vmap(self.env.step)(sim, action)
+            ret = ret + jnp.where(alive, nxt.reward, 0.0)
+            length = length + alive.astype(jnp.int32)
+            alive = alive & (nxt.done < 0.5)
+            return nxt, ret, length, alive
+
+        _, ret, length, _ = jax.lax.while_loop(cond, body, init)
+        return {
+            "eval/episode_return": jnp.mean(ret),
+            "eval/episode_return_std": jnp.std(ret),
+            "eval/episode_return_min": jnp.min(ret),
+            "eval/episode_return_max": jnp.max(ret),
+            "eval/episode_length": jnp.mean(length.astype(jnp.float32)),
+        }
+
+
+def _episode_metrics(stats: rollout.EpisodeStats) -> dict[str, jax.Array]:
+    count = jnp.sum(stats.count)
+    return {
+        "train/episodes": count,
+        "train/episode_return": jnp.sum(stats.return_sum) / jnp.maximum(count, 1.0),
+        "train/episode_length": jnp.sum(stats.length_sum) / jnp.maximum(count, 1.0),
+    }
+
+
+def make_train(config: Config, env) -> TrainFns:
+    """Build the pure training functions for `config` on `env` (a registry env)."""
+    learner = Learner.from_config(config, env.action_size)
+    chunk_iters = max(config.eval_every // config.num_envs, 1)
+    warmup_iters = -(-config.learning_starts // config.num_envs)
+    return TrainFns(config, env, learner, chunk_iters, warmup_iters)

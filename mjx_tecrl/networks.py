@@ -1,0 +1,104 @@
+"""Actor, reward critic (Gaussian return distribution) and entropy critic (spec §2.1, §3.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mjx_tecrl.distributions import LOG_STD_MAX, LOG_STD_MIN
+
+Params = Any
+
+
+class MLP(nn.Module):
+    """GELU hidden layers, linear output (spec §2.8)."""
+
+    hidden_sizes: Sequence[int]
+    out_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden_sizes:
+            x = nn.gelu(nn.Dense(width)(x), approximate=False)
+        return nn.Dense(self.out_size)(x)
+
+
+class Actor(nn.Module):
+    """obs -> (mean, log_std) of the pre-tanh Gaussian; log_std hard-clipped to [-20, 0.5] (spec §2.1)."""
+
+    hidden_sizes: Sequence[int]
+    action_dim: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = MLP(self.hidden_sizes, 2 * self.action_dim)(obs)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+
+
+class RewardCritic(nn.Module):
+    """[obs, act] -> (Q, sigma) with sigma = softplus(raw) (spec §2.1). `sac` uses Q only."""
+
+    hidden_sizes: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = MLP(self.hidden_sizes, 2)(jnp.concatenate([obs, action], axis=-1))
+        return out[..., 0], jax.nn.softplus(out[..., 1])
+
+
+class EntropyCritic(nn.Module):
+    """[obs, act] -> Q_e, the discounted entropy still to come after this step (spec §3.2, A1)."""
+
+    hidden_sizes: Sequence[int]
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        return MLP(self.hidden_sizes, 1)(jnp.concatenate([obs, action], axis=-1))[..., 0]
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The three networks and their twin-stacked apply functions. Critic params carry a leading twin axis."""
+
+    actor: Actor
+    reward_critic: RewardCritic
+    entropy_critic: EntropyCritic
+    num_entropy_critics: int
+
+    def init(self, key: jax.Array, obs_dim: int) -> tuple[Params, Params, Params]:
+        """Actor params, twin reward-critic params [2, ...], entropy-critic params [n, ...]."""
+        k_actor, k_reward, k_entropy = jax.random.split(key, 3)
+        obs = jnp.zeros((1, obs_dim), jnp.float32)
+        act = jnp.zeros((1, self.actor.action_dim), jnp.float32)
+        actor_params = self.actor.init(k_actor, obs)
+        reward_params = jax.vmap(lambda k: self.reward_critic.init(k, obs, act))(
+            jax.random.split(k_reward, 2)
+        )
+        entropy_params = jax.vmap(lambda k: self.entropy_critic.init(k, obs, act))(
+            jax.random.split(k_entropy, self.num_entropy_critics)
+        )
+        return actor_params, reward_params, entropy_params
+
+    def reward_critics(self, params: Params, obs: jax.Array, action: jax.Array):
+        """Both reward critics: (Q [2, B], sigma [2, B])."""
+        return jax.vmap(self.reward_critic.apply, in_axes=(0, None, None))(params, obs, action)
+
+    def entropy_critics(self, params: Params, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """Q_e of every entropy critic [n, B]."""
+        return jax.vmap(self.entropy_critic.apply, in_axes=(0, None, None))(params, obs, action)
+
+
+def make_networks(action_dim: int, hidden_sizes: Sequence[int], twin_entropy_critic: bool) -> Networks:
+    hidden = tuple(hidden_sizes)
+    return Networks(
+        actor=Actor(hidden, action_dim),
+        reward_critic=RewardCritic(hidden),
+        entropy_critic=EntropyCritic(hidden),
+        num_entropy_critics=2 if twin_entropy_critic else 1,
+    )
