@@ -26,6 +26,7 @@ class EnvSpec:
     source: str
     brax_name: str
     backend: str = "mjx"
+    env_scales_actions: bool = False  # brax's step maps [-1, 1] to the ctrlrange itself
     tuned: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
 
@@ -34,10 +35,30 @@ class EnvSpec:
 
         from brax import envs as brax_envs
 
+        _patch_brax_fluid_clip()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             env = brax_envs.get_environment(self.brax_name, backend=self.backend)
-        return ScaledActionEnv(env)
+        return ScaledActionEnv(env, env_scales_actions=self.env_scales_actions)
+
+
+def _patch_brax_fluid_clip() -> None:
+    """brax 0.14's fluid model (swimmer, generalized backend) calls jnp.clip(x, a_min=...), which JAX 0.10
+    removed (TypeError at the first reset). Give brax.fluid a jnp whose clip still takes a_min / a_max."""
+    import types
+
+    import jax.numpy as jnp
+    from brax import fluid
+
+    if getattr(fluid.jp, "_a_min_compat", False):
+        return
+
+    def clip(x, min=None, max=None, *, a_min=None, a_max=None):  # noqa: A002
+        return jnp.clip(x, a_min if min is None else min, a_max if max is None else max)
+
+    compat = types.SimpleNamespace(**{k: getattr(jnp, k) for k in dir(jnp) if not k.startswith("__")})
+    compat.clip, compat._a_min_compat = clip, True
+    fluid.jp = compat
 
 
 # rho: 20 for Humanoid and Walker2d, 1 elsewhere (spec §3.4). `tuned` values were measured on the
@@ -45,10 +66,10 @@ class EnvSpec:
 _RHO_20 = {"rho": 20.0}
 _TUNED_FAST = {"actor_lr": 1e-3, "critic_lr": 1e-3, "init_log_alpha": 0.0, "tau": 0.02}
 _TASKS = {
-    "inverted_pendulum": dict(tuned={**_TUNED_FAST, "learning_starts": 1_000}),
+    "inverted_pendulum": dict(env_scales_actions=True, tuned={**_TUNED_FAST, "learning_starts": 1_000}),
     "inverted_double_pendulum": dict(tuned={**_TUNED_FAST, "learning_starts": 5_000}),
     "reacher": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
-    "pusher": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
+    "pusher": dict(env_scales_actions=True, tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
     "hopper": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
     "halfcheetah": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
     "ant": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
@@ -57,7 +78,9 @@ _TASKS = {
         tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}, paper=_RHO_20
     ),
     "humanoid": dict(
-        tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}, paper=_RHO_20
+        env_scales_actions=True,
+        tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0},
+        paper=_RHO_20,
     ),
 }
 
@@ -71,6 +94,7 @@ for _name, _kw in _TASKS.items():
             source=_src,
             brax_name=_name,
             backend=_backend,
+            env_scales_actions=_kw.get("env_scales_actions", False),
             tuned=dict(_kw.get("tuned", {})),
             paper=dict(_kw.get("paper", {})),
         )

@@ -8,6 +8,7 @@ is a `lax.scan` over iterations; nothing leaves the device inside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jax
@@ -49,7 +50,11 @@ class TrainFns:
         """
         if hyperparams is None:
             hyperparams = self.config.hyperparams(self.env.action_size)
-        return jax.jit(self._init)(key, hyperparams)
+        return self._jit_init(key, hyperparams)
+
+    @cached_property
+    def _jit_init(self):
+        return jax.jit(self._init)  # one wrapper per TrainFns, so repeated inits reuse the compile
 
     def _init(self, key: jax.Array, hyperparams: Hyperparams) -> TrainState:
         c = self.config

@@ -98,8 +98,8 @@ def distributional_critic_loss_huber(
     bound = (xi * std_running_mean)[:, None]
     y_zb = q_d + jnp.clip(y_z[None] - q_d, -bound, bound)
     ratio = sg(jnp.clip(std_running_mean[:, None] ** 2 / (std_d**2 + epsilon), 0.1, 10.0))
-    mean_term = optax.huber_loss(q, jnp.broadcast_to(y_q, q.shape), delta)
-    std_term = std * (std_d**2 - optax.huber_loss(q_d, y_zb, delta)) / (std_d + epsilon)
+    mean_term = optax.huber_loss(q, jnp.broadcast_to(y_q, q.shape), delta=delta)
+    std_term = std * (std_d**2 - optax.huber_loss(q_d, y_zb, delta=delta)) / (std_d + epsilon)
     return jnp.sum(jnp.mean(ratio * (mean_term + std_term), axis=-1))
 
 

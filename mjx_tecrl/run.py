@@ -176,7 +176,8 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                 t0 = time.time()
                 ts, metrics = chunk_fn(ts)
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                train_time += time.time() - t0
+                chunk_time = time.time() - t0
+                train_time += chunk_time
                 env_steps = int(ts.iteration) * config.num_envs
                 bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
                 if bad:
@@ -188,7 +189,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                 evals_done += 1
                 last_eval = {k: float(v) for k, v in evaluation.items()}
                 best = max(best, last_eval["eval/episode_return"])
-                sps = steps_per_chunk / max(time.time() - t0, 1e-9)
+                sps = steps_per_chunk / max(chunk_time, 1e-9)  # the chunk alone, evaluation excluded
                 row = {**last_eval, **metrics, "train/env_steps_per_second": sps}
                 logger.scalars(row, env_steps)
                 logger.csv_row({"env_steps": env_steps, "wall_time_s": prior_wall + time.time() - t_start,

@@ -61,3 +61,27 @@ class ConstantRewardEnv(CounterEnv):
 
     def __init__(self):
         super().__init__(terminate_after=1)
+
+
+class RandomLengthEnv(CounterEnv):
+    """Like CounterEnv, but each episode terminates after its own length L in [1, max_length], drawn at
+    reset (obs = [t, L]); reward = 0.5 per step, so an episode's return is half its length."""
+
+    def __init__(self, max_length: int = 4):
+        super().__init__(terminate_after=0)
+        self.max_length = max_length
+
+    def reset(self, key: jax.Array) -> ToyState:
+        length = jax.random.randint(key, (), 1, self.max_length + 1).astype(jnp.float32)
+        state = super().reset(key)
+        return state.replace(obs=jnp.stack([jnp.zeros(()), length]), episode_id=length)
+
+    def step(self, state: ToyState, action: jax.Array) -> ToyState:
+        t = state.t + 1
+        return ToyState(
+            obs=jnp.stack([t.astype(jnp.float32), state.episode_id]),
+            reward=jnp.full((), 0.5),
+            done=(t >= state.episode_id).astype(jnp.float32),
+            t=t,
+            episode_id=state.episode_id,
+        )

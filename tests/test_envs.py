@@ -1,0 +1,132 @@
+"""Registry envs: sizes, jit, NaN-free steps, action scaling to the ctrlrange, error messages, import path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import mjx_tecrl.envs
+import numpy as np
+import pytest
+from mjx_tecrl.envs import registry
+from mjx_tecrl.envs.registry import UnknownEnvError
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+REPO = Path(__file__).resolve().parents[1]
+ACTIONS = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0], np.float32)  # 2.0 is outside [-1, 1]: clipped
+
+
+def expected_ctrl(env, actions: np.ndarray) -> np.ndarray:
+    """The actuator controls that agent actions in [-1, 1] should map to (linearly onto the ctrlrange)."""
+    sys_ = env.unwrapped.sys
+    ctrl = np.asarray(sys_.actuator_ctrlrange, np.float64)
+    limited = np.asarray(sys_.actuator_ctrllimited, bool)
+    low = np.where(limited, ctrl[:, 0], -1.0)
+    high = np.where(limited, ctrl[:, 1], 1.0)
+    a = np.clip(actions, -1.0, 1.0)
+    return low + (a + 1.0) / 2.0 * (high - low)
+
+
+def reset_and_step(env, actions: np.ndarray):
+    """Reset len(actions) copies of ONE initial state (same key) and step each with its own action."""
+    key = jax.random.PRNGKey(0)
+    keys = jnp.broadcast_to(key, (actions.shape[0],) + key.shape)
+
+    @jax.jit  # one program: brax's reset runs a forward pass too, so compiling once saves time
+    def reset_and_step_jit(keys, actions):
+        states = jax.vmap(env.reset)(keys)
+        return states, jax.vmap(env.step)(states, actions)
+
+    return reset_and_step_jit(keys, jnp.asarray(actions))
+
+
+def check_reset_and_step(env, states, nxt, obs_size, action_size):
+    assert env.observation_size == obs_size and env.action_size == action_size
+    n = states.obs.shape[0]
+    assert states.obs.shape == (n, obs_size) and nxt.obs.shape == (n, obs_size)
+    assert nxt.reward.shape == (n,) and nxt.done.shape == (n,)
+    for x in (states.obs, nxt.obs, nxt.reward, nxt.done):
+        assert np.isfinite(np.asarray(x)).all()
+    assert not np.array_equal(np.asarray(states.obs), np.asarray(nxt.obs))  # the step moved something
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    env = registry.make("inverted_pendulum")
+    actions = ACTIONS[:, None]  # [6, 1]
+    states, nxt = reset_and_step(env, actions)
+    return env, actions, states, nxt
+
+
+def test_inverted_pendulum_resets_and_steps_under_jit(pendulum):
+    env, _, states, nxt = pendulum
+    check_reset_and_step(env, states, nxt, obs_size=4, action_size=1)
+    np.testing.assert_array_equal(np.asarray(nxt.reward), 1.0)
+    np.testing.assert_array_equal(np.asarray(nxt.done), 0.0)  # one step from upright does not fall
+
+
+def test_inverted_pendulum_actions_map_to_ctrlrange(pendulum):
+    env, actions, _, nxt = pendulum
+    np.testing.assert_array_equal(np.asarray(env.unwrapped.sys.actuator_ctrlrange), [[-3.0, 3.0]])
+    # -1 -> -3, -0.5 -> -1.5, 0 -> 0, 0.5 -> 1.5, 1 -> 3, 2 (clipped to 1) -> 3; never beyond the range
+    ctrl = np.asarray(nxt.pipeline_state.ctrl)
+    np.testing.assert_allclose(ctrl[:, 0], [-3.0, -1.5, 0.0, 1.5, 3.0, 3.0], atol=1e-6)
+    np.testing.assert_allclose(ctrl, expected_ctrl(env, actions), atol=1e-6)
+    # The dynamics see it: from the same state, half force differs from full force; 2.0 acts as 1.0.
+    qvel = np.asarray(nxt.obs[:, 2])  # slider velocity
+    assert qvel[3] != qvel[4] and qvel[1] != qvel[0]
+    assert qvel[4] == qvel[5]
+    assert qvel[0] < qvel[1] < qvel[2] < qvel[3] < qvel[4]  # monotone in the action
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry.bare_names())
+def test_every_registered_env_resets_and_steps(name):
+    env = registry.make(name)
+    brax_env = env.unwrapped
+    a = env.action_size
+    actions = np.stack([np.full(a, -1.0), np.zeros(a), np.full(a, 1.0), np.full(a, 2.0)]).astype(np.float32)
+    states, nxt = reset_and_step(env, actions)
+    # (brax's own observation_size runs an eager reset; the jitted reset's obs is the ground truth)
+    check_reset_and_step(env, states, nxt, int(states.obs.shape[-1]), int(brax_env.action_size))
+    ctrl = getattr(nxt.pipeline_state, "ctrl", None)
+    if ctrl is not None:  # the MJX pipeline keeps the applied controls (swimmer's generalized one does not)
+        np.testing.assert_allclose(np.asarray(ctrl), expected_ctrl(env, actions), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_env_name_lists_the_known_names():
+    with pytest.raises(UnknownEnvError) as info:
+        registry.spec("no_such_env")
+    message = str(info.value)
+    assert "no_such_env" in message
+    for name in registry.bare_names():
+        assert name in message
+    assert isinstance(info.value, KeyError)  # still a KeyError for callers that catch that
+    with pytest.raises(UnknownEnvError):
+        registry.make("brax:no_such_env")
+
+
+def test_registry_names():
+    bare = registry.bare_names()
+    assert "inverted_pendulum" in bare and len(bare) == len(set(bare))
+    assert all(":" not in n for n in bare)
+    assert set(registry.list_envs()) == set(bare) | {f"brax:{n}" for n in bare}
+
+
+def test_mjx_tecrl_envs_is_this_repository_envs_folder():
+    assert Path(mjx_tecrl.envs.__file__).resolve() == REPO / "envs" / "__init__.py"
+    assert Path(registry.__file__).resolve() == REPO / "envs" / "registry.py"
+    assert registry.ScaledActionEnv.__module__ == "mjx_tecrl.envs.wrappers"
+    assert mjx_tecrl.envs.UnknownEnvError is UnknownEnvError
+    # From another directory (so no ./envs on sys.path), the installed package still points here.
+    code = "import mjx_tecrl.envs, mjx_tecrl.envs.wrappers as w; print(mjx_tecrl.envs.__file__); print(w.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True)
+    init_file, wrappers_file = out.stdout.split()
+    assert Path(init_file).resolve() == REPO / "envs" / "__init__.py"
+    assert Path(wrappers_file).resolve() == REPO / "envs" / "wrappers.py"
