@@ -62,7 +62,7 @@ def _patch_brax_fluid_clip() -> None:
 
 
 # rho: 20 for Humanoid and Walker2d, 1 elsewhere (spec §3.4). `tuned` values were measured on the
-# project's 2-core CPU for short runs (spec §8; docs/presets.md); `paper` keeps the reference values.
+# project's 2-core CPU for short runs (spec §8; docs/decisions.md); `paper` keeps the reference values.
 _RHO_20 = {"rho": 20.0}
 _TUNED_FAST = {"actor_lr": 1e-3, "critic_lr": 1e-3, "init_log_alpha": 0.0, "tau": 0.02}
 _TASKS = {
@@ -74,9 +74,7 @@ _TASKS = {
     "halfcheetah": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
     "ant": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
     "swimmer": dict(backend="generalized", tuned={"actor_lr": 3e-4, "critic_lr": 3e-4}),
-    "walker2d": dict(
-        tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}, paper=_RHO_20
-    ),
+    "walker2d": dict(tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}, paper=_RHO_20),
     "humanoid": dict(
         env_scales_actions=True,
         tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0},

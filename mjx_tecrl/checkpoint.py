@@ -73,9 +73,7 @@ def load_meta(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         got = payload.get("format_version") if isinstance(payload, dict) else None
-        raise CheckpointError(
-            f"checkpoint {path} has format version {got!r}; this mjx_tecrl reads {FORMAT_VERSION}"
-        )
+        raise CheckpointError(f"checkpoint {path} has format version {got!r}; this mjx_tecrl reads {FORMAT_VERSION}")
     return payload, payload.get("meta", {})
 
 
@@ -91,6 +89,11 @@ def restore(directory: str, template: Any) -> tuple[Any, dict[str, Any]]:
         )
     leaves = []
     for (path, ref), rec, saved_path in zip(paths_leaves, saved, payload["paths"], strict=True):
+        if saved_path != jax.tree_util.keystr(path):  # same count and shapes is not enough: leaves would swap
+            raise CheckpointError(
+                f"checkpoint array {saved_path} is where this configuration has {jax.tree_util.keystr(path)}: "
+                "the state structure differs (different algorithm or version)"
+            )
         shape, dtype = tuple(rec["shape"]), np.dtype(rec["dtype"])
         if shape != tuple(ref.shape) or dtype != np.dtype(ref.dtype):
             raise CheckpointError(

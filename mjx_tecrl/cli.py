@@ -96,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = prepare(overrides)
     except ConfigError as e:
         fail(str(e))
+    from mjx_tecrl.checkpoint import CheckpointError
+
     try:
         summary = run(plan)
+    except CheckpointError as e:  # e.g. a checkpoint of another structure: refused, nothing written
+        fail(f"--resume {plan.run_dir!r}: {e}")
     except NonFiniteError as e:
         print(f"train.py: stopped: {e}", file=sys.stderr)
         return 3

@@ -155,10 +155,13 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
             f"--updates-per-iter {c.updates_per_iter} must be a multiple of --policy-delay "
             f"{c.policy_delay} (the delayed actor update is a static schedule)"
         )
-    if max(c.learning_starts, c.batch_size) > c.buffer_capacity:
+    if c.learning_starts >= c.total_steps:
         raise ConfigError(
-            f"--learning-starts {c.learning_starts} exceeds the buffer capacity {c.buffer_capacity}"
+            f"--total-steps {c.total_steps} must exceed --learning-starts {c.learning_starts} "
+            "(the random-action warm-up)"
         )
+    if max(c.learning_starts, c.batch_size) > c.buffer_capacity:
+        raise ConfigError(f"--learning-starts {c.learning_starts} exceeds the buffer capacity {c.buffer_capacity}")
     for name in HYPERPARAM_NAMES:
         v = getattr(c, name)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):

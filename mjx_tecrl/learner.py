@@ -168,18 +168,14 @@ class Learner:
 
         # Entropy critic (PIS).
         if self.uses_entropy_critic:
-            q_e_next = jnp.min(
-                nets.entropy_critics(state.entropy_critic_target_params, next_obs, next_action), axis=0
-            )
+            q_e_next = jnp.min(nets.entropy_critics(state.entropy_critic_target_params, next_obs, next_action), axis=0)
             y_e = losses.entropy_critic_target(next_log_prob, q_e_next, discount)
 
             def entropy_loss_fn(params):
                 q_e = nets.entropy_critics(params, obs, batch.action)
                 return losses.entropy_critic_loss(q_e, y_e), q_e
 
-            (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(
-                state.entropy_critic_params
-            )
+            (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(state.entropy_critic_params)
             entropy_params, entropy_opt = _adam_step(
                 state.entropy_critic_params, grad_e, state.entropy_critic_opt_state, hp.critic_lr
             )
@@ -205,9 +201,7 @@ class Learner:
                 q_e = jnp.min(nets.entropy_critics(old.entropy_critic_params, obs, action), axis=0)
             return losses.actor_loss(log_prob, q_r, q_e, alpha), (log_prob, q_e)
 
-        (loss_pi, (log_prob, q_e)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-            old.actor_params
-        )
+        (loss_pi, (log_prob, q_e)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(old.actor_params)
         h0 = -hp.action_dim
         if self.algo == "dsac-e":
             budget = losses.entropy_budget(hp.rho, hp.action_dim, hp.gamma)

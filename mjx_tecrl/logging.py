@@ -9,11 +9,22 @@ import os
 from typing import Any
 
 
+def _strict(obj: Any) -> Any:
+    """NaN and infinities become null: strict JSON readers reject them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(path: str, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write strict JSON atomically (temp file + rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        json.dump(_strict(obj), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -65,6 +76,4 @@ def format_line(env_steps: int, total: int, metrics: dict[str, float], sps: floa
     """One plain log line per evaluation (for CI logs and files)."""
     ret = metrics.get("eval/episode_return", math.nan)
     alpha = metrics.get("train/alpha", math.nan)
-    return (
-        f"steps {env_steps:>9d}/{total}  eval_return {ret:9.2f}  alpha {alpha:8.4f}  env_steps/s {sps:8.0f}"
-    )
+    return f"steps {env_steps:>9d}/{total}  eval_return {ret:9.2f}  alpha {alpha:8.4f}  env_steps/s {sps:8.0f}"

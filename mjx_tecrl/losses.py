@@ -18,9 +18,7 @@ def entropy_budget(rho: jax.Array, action_dim: jax.Array, gamma: jax.Array) -> j
     return rho * (-action_dim) / (1.0 - gamma)
 
 
-def update_critic_std_running_mean(
-    running_mean: jax.Array, batch_std: jax.Array, tau: jax.Array
-) -> jax.Array:
+def update_critic_std_running_mean(running_mean: jax.Array, batch_std: jax.Array, tau: jax.Array) -> jax.Array:
     """sigma_bar <- (1 - tau) sigma_bar + tau * mean_batch(sigma) per critic (spec §2.3).
 
     `running_mean` [2] starts at the sentinel -1 and is replaced by the first batch mean.
@@ -151,9 +149,7 @@ def temperature_loss_trajectory(
     return log_alpha * jnp.mean(sg(-log_prob + q_e) - budget)
 
 
-def temperature_loss_per_step(
-    log_alpha: jax.Array, log_prob: jax.Array, target_entropy: jax.Array
-) -> jax.Array:
+def temperature_loss_per_step(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: jax.Array) -> jax.Array:
     """Per-step SAC/DSAC-T form: L_alpha = -log(alpha) * mean(sg[log pi] + H0) (spec §2.5)."""
     return -log_alpha * jnp.mean(sg(log_prob) + target_entropy)
 

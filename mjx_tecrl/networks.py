@@ -77,9 +77,7 @@ class Networks:
         obs = jnp.zeros((1, obs_dim), jnp.float32)
         act = jnp.zeros((1, self.actor.action_dim), jnp.float32)
         actor_params = self.actor.init(k_actor, obs)
-        reward_params = jax.vmap(lambda k: self.reward_critic.init(k, obs, act))(
-            jax.random.split(k_reward, 2)
-        )
+        reward_params = jax.vmap(lambda k: self.reward_critic.init(k, obs, act))(jax.random.split(k_reward, 2))
         entropy_params = jax.vmap(lambda k: self.entropy_critic.init(k, obs, act))(
             jax.random.split(k_entropy, self.num_entropy_critics)
         )

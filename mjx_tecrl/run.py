@@ -48,8 +48,13 @@ def prepare(overrides: dict[str, Any]) -> RunPlan:
             checkpoint.load_meta(os.path.join(resume_dir, "checkpoints"))
         except checkpoint.CheckpointError as e:
             raise ConfigError(f"--resume {resume_dir!r}: {e}") from None
-        with open(cfg_path) as f:
-            saved = Config.from_dict(json.load(f))
+        try:
+            with open(cfg_path) as f:
+                saved = Config.from_dict(json.load(f))
+        except ConfigError as e:
+            raise ConfigError(f"--resume {resume_dir!r}: config.json: {e}") from None
+        except (OSError, ValueError, TypeError, AttributeError) as e:  # not JSON, or not a config's fields
+            raise ConfigError(f"--resume {resume_dir!r}: config.json is unreadable ({e})") from None
         for name, value in overrides.items():
             if name not in RESUMABLE_OVERRIDES and getattr(saved, name) != value:
                 raise ConfigError(
@@ -70,9 +75,7 @@ def prepare(overrides: dict[str, Any]) -> RunPlan:
         "runs", f"{config.env}-{config.algo}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     if os.path.exists(os.path.join(run_dir, "config.json")):
-        raise ConfigError(
-            f"--out {run_dir!r} already holds a run; use --resume {run_dir} or choose another --out"
-        )
+        raise ConfigError(f"--out {run_dir!r} already holds a run; use --resume {run_dir} or choose another --out")
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"--out {run_dir!r} exists and is not a directory")
     return RunPlan(dataclasses.replace(config, out=run_dir), run_dir, resume=False)
@@ -196,11 +199,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                                 **row})  # fmt: skip
                 _report(bar, out, env_steps, config.total_steps, row, steps_per_chunk)
                 last_chunk = env_steps >= config.total_steps
-                if (
-                    stop.stop
-                    or last_chunk
-                    or (config.checkpoint_every and evals_done % config.checkpoint_every == 0)
-                ):
+                if stop.stop or last_chunk or (config.checkpoint_every and evals_done % config.checkpoint_every == 0):
                     meta = _meta(config, env_steps, best, evals_done, prior_wall + time.time() - t_start)
                     _save(ckpt_dir, ts, config, meta)
                 if stop.stop:
@@ -266,6 +265,4 @@ def _report(bar, out, env_steps: int, total: int, row: dict[str, float], steps_p
         print(format_line(env_steps, total, row, row["train/env_steps_per_second"]), file=out, flush=True)
         return
     bar.update(min(env_steps, total) - bar.n)
-    bar.set_postfix(
-        eval_return=f"{row['eval/episode_return']:.1f}", sps=f"{row['train/env_steps_per_second']:.0f}"
-    )
+    bar.set_postfix(eval_return=f"{row['eval/episode_return']:.1f}", sps=f"{row['train/env_steps_per_second']:.0f}")

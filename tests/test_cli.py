@@ -1,0 +1,319 @@
+"""train.py's command line: bad input exits 2 with one line and writes nothing; presets; config.json."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mjx_tecrl.envs import registry
+
+import mjx_tecrl.run as run_mod
+from mjx_tecrl import checkpoint, cli
+from mjx_tecrl.config import Config, ConfigError, make_config
+from mjx_tecrl.logging import write_json
+
+TRAIN = str(Path(__file__).resolve().parents[1] / "train.py")
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under `path` with its bytes (to check that nothing was written or changed)."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()} | {
+        str(p.relative_to(path)) + "/": b"" for p in path.rglob("*") if p.is_dir()
+    }
+
+
+# --- bad input through the real entry point ---------------------------------------------------------
+# (id, argv, extra env, substrings the one stderr line must hold). "{run}" is a directory holding a run
+# (a config.json), "{empty}" an existing directory with no run, "{nockpt}" a run with no checkpoint,
+# "{badjson}" / "{badtypes}" a checkpoint next to a config.json that is not JSON / not a config.
+BAD_INPUT = [
+    ("unknown-env", ["--env", "no_such_env"], {}, ["--env 'no_such_env'"]),
+    ("unknown-algo", ["--algo", "ppo"], {}, ["--algo 'ppo'"]),
+    ("num-envs-0", ["--num-envs", "0"], {}, ["--num-envs 0"]),
+    ("num-envs-negative", ["--num-envs", "-3"], {}, ["--num-envs -3"]),
+    ("num-envs-not-int", ["--num-envs", "x"], {}, ["--num-envs", "'x'"]),
+    ("batch-over-buffer", ["--batch-size", "512", "--buffer-size", "256"], {}, ["--batch-size 512", "256"]),
+    (
+        "updates-vs-delay",
+        ["--updates-per-iter", "3", "--policy-delay", "2"],
+        {},
+        ["--updates-per-iter 3", "--policy-delay 2"],
+    ),
+    ("gamma-1.5", ["--gamma", "1.5"], {}, ["--gamma 1.5"]),
+    ("gamma-nan", ["--gamma", "nan"], {}, ["--gamma nan"]),
+    ("out-holds-run", ["--out", "{run}"], {}, ["--out", "{run}"]),
+    ("resume-no-run", ["--resume", "{empty}"], {}, ["--resume", "{empty}"]),
+    ("resume-no-checkpoint", ["--resume", "{nockpt}"], {}, ["--resume", "{nockpt}", "checkpoint"]),
+    ("resume-corrupt-config", ["--resume", "{badjson}"], {}, ["--resume", "{badjson}", "config.json"]),
+    ("resume-config-wrong-types", ["--resume", "{badtypes}"], {}, ["--resume", "{badtypes}", "config.json"]),
+    (
+        "num-envs-vs-devices",
+        ["--num-envs", "3"],
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        ["--num-envs 3", "device count 2"],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    """Run every BAD_INPUT case as `python train.py ...` at once (they only import and validate).
+
+    Each case runs in its own empty working directory. Returns ({id: (returncode, stdout, stderr, cwd)},
+    placeholder -> path, and snapshots of those directories before and after).
+    """
+    base = tmp_path_factory.mktemp("cli")
+    subst = {k: str(base / k.strip("{}")) for k in ("{run}", "{empty}", "{nockpt}", "{badjson}", "{badtypes}")}
+    for d in subst.values():
+        os.mkdir(d)
+    write_json(os.path.join(subst["{run}"], "config.json"), Config(out=subst["{run}"]).to_dict())
+    write_json(os.path.join(subst["{nockpt}"], "config.json"), Config(out=subst["{nockpt}"]).to_dict())
+    Path(subst["{badjson}"], "config.json").write_text('{"env": "inverted_pendulum", "seed": ')
+    write_json(os.path.join(subst["{badtypes}"], "config.json"), {**Config().to_dict(), "hidden_sizes": 5})
+    for key in ("{badjson}", "{badtypes}"):
+        checkpoint.save(os.path.join(subst[key], "checkpoints"), {"x": np.zeros(3, np.float32)}, {"env_steps": 0})
+    before = {k: _snapshot(Path(v)) for k, v in subst.items()}
+
+    procs = {}
+    for case_id, argv, extra_env, _ in BAD_INPUT:
+        cwd = base / f"cwd-{case_id}"
+        cwd.mkdir()
+        env = {**os.environ, **extra_env}
+        if "XLA_FLAGS" in extra_env and os.environ.get("XLA_FLAGS"):
+            env["XLA_FLAGS"] = os.environ["XLA_FLAGS"] + " " + extra_env["XLA_FLAGS"]
+        args = [subst.get(a, a) for a in argv]
+        procs[case_id] = (
+            subprocess.Popen(
+                [sys.executable, TRAIN, *args],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+            cwd,
+        )
+    results = {}
+    for case_id, (proc, cwd) in procs.items():
+        out, err = proc.communicate(timeout=300)
+        results[case_id] = (proc.returncode, out, err, cwd)
+    after = {k: _snapshot(Path(v)) for k, v in subst.items()}
+    return results, subst, before, after
+
+
+@pytest.mark.parametrize("case_id,argv,extra_env,expected", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(bad_input_results, case_id, argv, extra_env, expected):
+    results, subst, before, after = bad_input_results
+    returncode, out, err, cwd = results[case_id]
+    lines = err.splitlines()
+    assert returncode == 2, f"exit {returncode}; stderr:\n{err}"
+    assert len(lines) == 1, f"expected exactly one stderr line, got:\n{err}"
+    assert "Traceback" not in err
+    assert lines[0].startswith("train.py: error:")
+    for s in expected:
+        assert subst.get(s, s) in lines[0], f"{s!r} missing from {lines[0]!r}"
+    assert out == ""
+    assert list(cwd.iterdir()) == [], "a rejected command wrote into the working directory"
+    assert after == before, "a rejected command changed a run directory it was pointed at"
+
+
+def test_list_envs_prints_every_bare_name_and_exits_0(tmp_path):
+    proc = subprocess.run([sys.executable, TRAIN, "--list-envs"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
+    assert rows[0][0] == "name"
+    first_column = [r[0] for r in rows[1:]]
+    assert sorted(first_column) == sorted(registry.bare_names())
+    assert len(registry.bare_names()) >= 10  # the Gymnasium MuJoCo suite
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- fuzzed bad values, in process --------------------------------------------------------------------
+POSITIVE_INTS = (
+    "num_envs", "total_steps", "updates_per_iter", "batch_size", "buffer_size",
+    "policy_delay", "episode_length", "eval_every", "num_eval_envs",
+)  # fmt: skip
+NON_NEGATIVE_INTS = ("learning_starts", "checkpoint_every", "seed")
+POSITIVE_FLOATS = ("actor_lr", "critic_lr", "alpha_lr", "rho", "reward_scale", "xi", "epsilon")
+NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+NOT_AN_INT = st.sampled_from(["x", "1.5", "", "1e3", "nan", "3 4", "0x10"])
+NOT_A_FLOAT = st.sampled_from(["x", "", "1,5", "one", "--"])
+
+
+def _flt(x: float) -> str:
+    return repr(float(x))
+
+
+@st.composite
+def invalid_flag(draw) -> tuple[str, str]:
+    """(field name, argv text) with a value that validation must refuse."""
+    kind = draw(st.sampled_from(["pos_int", "nonneg_int", "not_int", "gamma", "tau", "pos_float", "finite",
+                                 "not_float", "hidden"]))  # fmt: skip
+    if kind == "pos_int":
+        return draw(st.sampled_from(POSITIVE_INTS)), str(draw(st.integers(max_value=0)))
+    if kind == "nonneg_int":
+        return draw(st.sampled_from(NON_NEGATIVE_INTS)), str(draw(st.integers(max_value=-1)))
+    if kind == "not_int":
+        return draw(st.sampled_from(POSITIVE_INTS + NON_NEGATIVE_INTS)), draw(NOT_AN_INT)
+    if kind == "gamma":  # must lie in (0, 1)
+        bad = st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0), NON_FINITE)
+        return "gamma", _flt(draw(bad))
+    if kind == "tau":  # must lie in (0, 1]
+        bad = st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0, exclude_min=True), NON_FINITE)
+        return "tau", _flt(draw(bad))
+    if kind == "pos_float":
+        return draw(st.sampled_from(POSITIVE_FLOATS)), _flt(draw(st.one_of(st.floats(max_value=0.0), NON_FINITE)))
+    if kind == "finite":  # any finite value is allowed here, nothing else
+        return "init_log_alpha", _flt(draw(NON_FINITE))
+    if kind == "not_float":
+        return draw(st.sampled_from(("gamma", "tau", "init_log_alpha") + POSITIVE_FLOATS)), draw(NOT_A_FLOAT)
+    sizes = draw(st.lists(st.integers(min_value=-5, max_value=64), min_size=1, max_size=4))
+    if all(s > 0 for s in sizes):
+        sizes[draw(st.integers(0, len(sizes) - 1))] = draw(st.integers(max_value=0))
+    return "hidden_sizes", ",".join(map(str, sizes))
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("validation let an invalid value through to training")
+
+
+def test_fuzzed_invalid_values_exit_2_naming_the_flag_and_compile_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_mod, "run", _must_not_run)
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+
+    @settings(max_examples=50, deadline=None, database=None)
+    @given(case=invalid_flag(), equals_form=st.booleans())
+    def check(case, equals_form):
+        name, text = case
+        flag = "--" + name.replace("_", "-")
+        argv = [f"{flag}={text}"] if equals_form else [flag, text]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
+            with pytest.raises(SystemExit) as exc:
+                cli.main(argv)
+        assert exc.value.code == 2, (argv, err.getvalue())
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1, (argv, err.getvalue())
+        assert lines[0].startswith("train.py: error:") and flag in lines[0], (argv, lines[0])
+        assert out.getvalue() == ""
+
+    try:
+        check()
+    finally:
+        unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+        if unregister is None:
+            from jax._src import monitoring
+
+            unregister = monitoring.unregister_event_duration_listener
+        unregister(listener)
+    assert compiles == [], f"validation compiled {len(compiles)} XLA program(s)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_valid_flags_pass_validation_without_writing(tmp_path, monkeypatch):
+    """The fuzz test's premise: the same flags with valid values are accepted (prepare writes nothing)."""
+    monkeypatch.chdir(tmp_path)
+    overrides, want_list = cli.parse_overrides(
+        [
+            "--num-envs=8",
+            "--gamma=0.95",
+            "--tau=1.0",
+            "--init-log-alpha=-2.5",
+            "--hidden-sizes=8,8",
+            "--learning-starts=0",
+            "--seed=0",
+            "--checkpoint-every=0",
+            "--actor-lr=3e-4",
+        ]
+    )
+    assert not want_list
+    plan = run_mod.prepare(overrides)
+    c = plan.config
+    assert (c.num_envs, c.gamma, c.tau, c.init_log_alpha, c.hidden_sizes) == (8, 0.95, 1.0, -2.5, (8, 8))
+    assert (c.learning_starts, c.seed, c.checkpoint_every, c.actor_lr) == (0, 0, 0, 3e-4)
+    assert plan.run_dir.startswith("runs" + os.sep) and c.out == plan.run_dir
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- presets and config.json --------------------------------------------------------------------------
+def test_make_config_applies_the_task_preset_then_the_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tuned = registry.spec("inverted_pendulum").tuned
+    assert tuned["actor_lr"] != Config().actor_lr  # the preset departs from the spec default here
+    c = make_config(env="inverted_pendulum")
+    for key, value in tuned.items():
+        assert getattr(c, key) == value, key
+    assert c.actor_lr > 1e-4 and c.critic_lr > 1e-4  # tuned for short runs: faster than the spec's 1e-4
+
+    c = make_config(env="inverted_pendulum", actor_lr=5e-5, init_log_alpha=0.5)
+    assert c.actor_lr == 5e-5 and c.init_log_alpha == 0.5  # flags win over the preset
+    assert c.critic_lr == tuned["critic_lr"]  # the rest of the preset still applies
+
+    via_cli = run_mod.prepare(cli.parse_overrides(["--env", "inverted_pendulum", "--actor-lr", "5e-5"])[0]).config
+    assert via_cli.actor_lr == 5e-5 and via_cli.critic_lr == tuned["critic_lr"]
+
+
+def test_paper_preset_keeps_the_spec_values():
+    c = make_config(env="inverted_pendulum", preset="paper")
+    assert (c.actor_lr, c.critic_lr, c.alpha_lr) == (1e-4, 1e-4, 3e-4)
+    assert c.init_log_alpha == 1.0 and c.rho == 1.0 and c.tau == 0.005 and c.learning_starts == 10_000
+    assert make_config(env="inverted_pendulum", preset="paper", actor_lr=2e-4).actor_lr == 2e-4
+
+
+@pytest.mark.parametrize("preset", ["tuned", "paper"])
+def test_rho_is_20_for_humanoid_and_walker2d_only(preset):
+    for name in registry.bare_names():
+        expected = 20.0 if name in ("humanoid", "walker2d") else 1.0
+        assert make_config(env=name, preset=preset).rho == expected, name
+    assert make_config(env="humanoid", preset=preset, rho=5.0).rho == 5.0
+
+
+def test_unknown_preset_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="--preset 'fast'"):
+        run_mod.prepare({"preset": "fast"})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"env": "hopper", "algo": "sac", "hidden_sizes": (7, 9, 11), "gamma": 0.97, "actor_lr": 1.2345e-4},
+        {"env": "humanoid", "preset": "paper", "normalize_obs": True, "checkpoint_buffer": False, "seed": 12345,
+         "init_log_alpha": -0.1, "tau": 1.0 / 3.0, "out": "runs/x y", "critic_loss": "huber"},
+    ],
+)  # fmt: skip
+def test_config_round_trips_through_config_json(tmp_path, overrides):
+    config = make_config(**overrides)
+    path = tmp_path / "config.json"
+    write_json(str(path), config.to_dict())
+    with open(path) as f:
+        loaded = Config.from_dict(json.load(f))
+    assert loaded == config
+    assert isinstance(loaded.hidden_sizes, tuple)
+    assert set(json.loads(path.read_text())) == {f.name for f in dataclasses.fields(Config)}
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_config_from_dict_refuses_unknown_keys():
+    with pytest.raises(ConfigError, match="bogus"):
+        Config.from_dict({**Config().to_dict(), "bogus": 1})

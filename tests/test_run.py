@@ -1,0 +1,300 @@
+"""The host loop end to end on inverted_pendulum with tiny sizes: run-directory outputs and exact resume.
+
+Every training run is a real `python train.py` process. They share a persistent XLA compilation cache
+(a fresh directory per test session), so only the first one pays the 30-60 s compile of the MJX programs on
+this CPU; the others load the same executables. The runs:
+
+  B: one chunk, then resumed in a FRESH process to two chunks;
+  A: two chunks straight through (same flags as B);
+  C: one chunk saved without the replay buffer, then resumed (the buffer is warmed up again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from mjx_tecrl.envs import registry
+
+from mjx_tecrl import checkpoint, cli
+from mjx_tecrl.config import Config, make_config
+
+TRAIN = str(Path(__file__).resolve().parents[1] / "train.py")
+
+NUM_ENVS, CHUNK, WARMUP = 4, 64, 64  # chunk = eval_every env steps; warm-up = learning_starts env steps
+TINY = {
+    "env": "inverted_pendulum", "hidden_sizes": "16,16", "num_envs": NUM_ENVS, "batch_size": 16,
+    "buffer_size": 512, "learning_starts": WARMUP, "eval_every": CHUNK, "num_eval_envs": 2,
+    "episode_length": 50, "updates_per_iter": 2, "policy_delay": 2,
+}  # fmt: skip
+ONE_CHUNK = WARMUP + CHUNK  # total_steps that stops after the first chunk
+TWO_CHUNKS = WARMUP + 2 * CHUNK
+UPDATES_PER_CHUNK = (CHUNK // NUM_ENVS) * TINY["updates_per_iter"]
+TIMING_COLUMNS = {"wall_time_s", "train/env_steps_per_second"}
+
+
+def _argv(**flags) -> list[str]:
+    argv = []
+    for name, value in {**TINY, **flags}.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return argv + ["--no-progress"]
+
+
+def _start(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, TRAIN, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"train.py {' '.join(proc.args[2:])} exited {proc.returncode}:\n{out}\n{err}"
+    return out
+
+
+def _rows(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    cache = tmp_path_factory.mktemp("xla_cache")
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    a, b, c = base / "A", base / "B", base / "C"
+
+    # Phase 1 (pays the compile): B's first chunk.
+    out = {"B1": _finish(_start(_argv(out=b, total_steps=ONE_CHUNK), base, env))}
+    b_first_summary = _summary(b)
+    b_first_ckpt = (b / "checkpoints" / checkpoint.LATEST).read_bytes()
+
+    # Phase 2, from the cache, side by side: A straight through, B resumed in a fresh process, C's first chunk.
+    procs = {
+        "A": _start(_argv(out=a, total_steps=TWO_CHUNKS), base, env),
+        "B2": _start(["--resume", str(b), "--total-steps", str(TWO_CHUNKS), "--no-progress"], base, env),
+        "C1": _start(_argv(out=c, total_steps=ONE_CHUNK, checkpoint_buffer=False), base, env),
+    }
+    out |= {name: _finish(p) for name, p in procs.items()}
+    c_first_summary = _summary(c)
+    c_first_meta = checkpoint.load_meta(str(c / "checkpoints"))
+
+    # Phase 3: C resumed from a checkpoint without a buffer, also saying --no-checkpoint-buffer again.
+    c_total = ONE_CHUNK + WARMUP + CHUNK  # the buffer's warm-up steps the envs again, then one chunk
+    out["C2"] = _finish(
+        _start(["--resume", str(c), "--total-steps", str(c_total), "--no-checkpoint-buffer"], base, env)
+    )
+    return {
+        "A": a, "B": b, "C": c, "out": out, "base": base, "c_total": c_total,
+        "b_first_summary": b_first_summary, "b_first_ckpt": b_first_ckpt,
+        "c_first_summary": c_first_summary, "c_first_meta": c_first_meta,
+    }  # fmt: skip
+
+
+# --- what a run leaves behind ----------------------------------------------------------------------
+def test_run_directory_holds_config_metrics_summary_tensorboard_and_checkpoint(runs):
+    a = runs["A"]
+    assert sorted(p.name for p in a.iterdir()) == ["checkpoints", "config.json", "metrics.csv", "summary.json", "tb"]
+    assert sorted(os.listdir(a / "checkpoints")) == [checkpoint.LATEST]
+    assert not list(runs["base"].glob("runs")), "a run with --out also wrote under runs/"
+
+
+def test_config_json_is_the_resolved_config(runs):
+    a = runs["A"]
+    with open(a / "config.json") as f:
+        saved = Config.from_dict(json.load(f))
+    overrides, _ = cli.parse_overrides(_argv(out=a, total_steps=TWO_CHUNKS))
+    assert saved == make_config(**overrides)
+    assert saved.hidden_sizes == (16, 16) and saved.out == str(a)
+    assert saved.actor_lr == registry.spec("inverted_pendulum").tuned["actor_lr"]  # the preset was applied
+
+
+def test_metrics_csv_has_one_row_per_evaluation_with_the_spec_metrics(runs):
+    rows = _rows(runs["A"])
+    assert [r["env_steps"] for r in rows] == [ONE_CHUNK, TWO_CHUNKS]
+    for name in ("eval/episode_return", "eval/episode_length", "train/alpha", "train/trajectory_entropy",
+                 "train/entropy_budget", "train/loss_reward_critic", "train/loss_entropy_critic",
+                 "train/policy_entropy", "wall_time_s"):  # fmt: skip
+        assert name in rows[0], name
+        assert all(math.isfinite(r[name]) for r in rows), name
+    for r in rows:
+        assert r["train/entropy_budget"] == pytest.approx(-1.0 / (1.0 - 0.99), rel=1e-5)  # rho H0/(1-gamma), |A|=1
+        assert 0.0 < r["train/alpha"] < 10.0
+        assert 0.0 < r["eval/episode_length"] <= TINY["episode_length"]
+        assert 0.0 <= r["eval/episode_return"] <= TINY["episode_length"]  # reward 1 per step alive
+    assert rows[1]["train/alpha"] != rows[0]["train/alpha"]  # the temperature is learned
+    assert rows[1]["wall_time_s"] > rows[0]["wall_time_s"]
+
+
+def test_summary_json_reports_returns_steps_and_timings(runs):
+    s, rows = _summary(runs["A"]), _rows(runs["A"])
+    assert s["env_steps"] == TWO_CHUNKS
+    assert s["final_eval_return"] == rows[-1]["eval/episode_return"]
+    assert s["best_eval_return"] == max(r["eval/episode_return"] for r in rows)
+    assert s["gradient_steps"] == 2 * UPDATES_PER_CHUNK
+    assert s["wall_time_s"] > s["compile_time_s"] > 0.0
+    assert s["env_steps_per_second"] > 0.0
+    assert s["backend"] == jax.default_backend() and s["interrupted"] is False
+    assert (s["env"], s["algo"], s["seed"]) == ("inverted_pendulum", "dsac-e", 0)
+
+
+def _tb_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} from the TFRecord event files (length, crc, Event proto, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                value = v.simple_value if v.HasField("simple_value") else v.tensor.float_val[0]
+                scalars.setdefault(v.tag, {})[event.step] = value
+    return scalars
+
+
+def test_tensorboard_events_hold_the_metrics_at_each_evaluation(runs):
+    scalars, rows = _tb_scalars(runs["A"] / "tb"), _rows(runs["A"])
+    for tag in ("eval/episode_return", "train/alpha", "train/trajectory_entropy", "train/entropy_budget"):
+        assert sorted(scalars[tag]) == [ONE_CHUNK, TWO_CHUNKS], tag
+        for r in rows:
+            assert scalars[tag][int(r["env_steps"])] == pytest.approx(r[tag], rel=1e-6), tag
+
+
+def test_checkpoint_meta_matches_the_run(runs):
+    payload, meta = checkpoint.load_meta(str(runs["A"] / "checkpoints"))
+    assert meta["env_steps"] == TWO_CHUNKS and meta["evals_done"] == 2 and meta["has_buffer"] is True
+    assert meta["best_eval_return"] == _summary(runs["A"])["best_eval_return"]
+    assert any(p.startswith(".replay") for p in payload["paths"])
+
+
+def test_first_output_line_names_the_jax_backend(runs):
+    for name in ("A", "B1", "C1"):
+        first = runs["out"][name].splitlines()[0]
+        assert first.startswith("JAX backend: ") and jax.default_backend() in first, first
+
+
+# --- exact resume ------------------------------------------------------------------------------------
+def test_resume_in_a_fresh_process_equals_the_uninterrupted_run(runs):
+    a, b = runs["A"], runs["B"]
+    assert runs["b_first_summary"]["env_steps"] == ONE_CHUNK
+    assert f"resumed {b} at env step {ONE_CHUNK}" in runs["out"]["B2"]
+
+    # The final checkpoints hold bit-identical states.
+    payload_a, meta_a = checkpoint.load_meta(str(a / "checkpoints"))
+    payload_b, meta_b = checkpoint.load_meta(str(b / "checkpoints"))
+    assert payload_b["paths"] == payload_a["paths"]
+    differing = [p for p, la, lb in zip(payload_a["paths"], payload_a["leaves"], payload_b["leaves"], strict=True)
+                 if la != lb]  # fmt: skip
+    assert differing == [], f"{len(differing)} arrays differ after resume, e.g. {differing[:5]}"
+    for key in ("env_steps", "evals_done", "best_eval_return", "has_buffer"):
+        assert meta_b[key] == meta_a[key], key
+    assert (b / "checkpoints" / checkpoint.LATEST).read_bytes() != runs["b_first_ckpt"]  # it did move on
+
+    # metrics.csv: the same rows, and the resumed chunk's row equals the uninterrupted one.
+    rows_a, rows_b = _rows(a), _rows(b)
+    assert [r["env_steps"] for r in rows_b] == [ONE_CHUNK, TWO_CHUNKS]
+    assert set(rows_b[1]) == set(rows_a[1])
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert {k: v for k, v in ra.items() if k not in TIMING_COLUMNS} == {
+            k: v for k, v in rb.items() if k not in TIMING_COLUMNS
+        }
+
+    # The summary carries the best return and wall time across the two processes.
+    sa, sb = _summary(a), _summary(b)
+    assert sb["final_eval_return"] == sa["final_eval_return"] and sb["best_eval_return"] == sa["best_eval_return"]
+    assert sb["gradient_steps"] == sa["gradient_steps"] == 2 * UPDATES_PER_CHUNK
+    assert sb["wall_time_s"] > runs["b_first_summary"]["wall_time_s"]
+    assert rows_b[1]["wall_time_s"] > rows_b[0]["wall_time_s"]
+
+
+def test_restore_into_a_template_state_gives_the_checkpointed_arrays(runs):
+    """checkpoint.restore with a real training state as the template (no compile of the training chunk)."""
+    from mjx_tecrl.loop import make_train
+
+    with open(runs["A"] / "config.json") as f:
+        config = Config.from_dict(json.load(f))
+    fns = make_train(config, registry.make(config.env))
+    template = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams(fns.env.action_size))
+    state, meta = checkpoint.restore(str(runs["A"] / "checkpoints"), template)
+    assert int(state.iteration) * NUM_ENVS == meta["env_steps"] == TWO_CHUNKS
+    assert int(state.learner.step) == 2 * UPDATES_PER_CHUNK
+    assert state.replay.data.obs.shape[0] == config.buffer_capacity
+
+
+def test_resume_from_a_checkpoint_without_buffer_completes(runs):
+    c, total = runs["C"], runs["c_total"]
+    payload, meta = runs["c_first_meta"]
+    assert meta["has_buffer"] is False and not any(p.startswith(".replay") for p in payload["paths"])
+    assert runs["c_first_summary"]["env_steps"] == ONE_CHUNK
+
+    s = _summary(c)
+    assert s["env_steps"] == total and s["interrupted"] is False
+    assert s["gradient_steps"] == 2 * UPDATES_PER_CHUNK  # the learner went on from the checkpoint, not from scratch
+    assert [r["env_steps"] for r in _rows(c)] == [ONE_CHUNK, total]
+    payload, meta = checkpoint.load_meta(str(c / "checkpoints"))
+    assert meta["env_steps"] == total and meta["evals_done"] == 2 and meta["has_buffer"] is False
+    assert not any(p.startswith(".replay") for p in payload["paths"])
+    assert f"resumed {c} at env step {ONE_CHUNK}" in runs["out"]["C2"]
+
+
+def test_resume_refuses_a_changed_non_resumable_flag(runs):
+    a = runs["A"]
+    before = {p: p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    for argv, flag in (
+        (["--resume", str(a), "--algo", "sac"], "--algo"),
+        (["--resume", str(a), "--num-envs", "8"], "--num-envs"),
+        (["--resume", str(a), "--out", str(a) + "-elsewhere", "--total-steps", "999"], "--out"),
+    ):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2, argv
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1 and flag in lines[0], lines
+    assert {p: p.read_bytes() for p in a.rglob("*") if p.is_file()} == before
+    assert not Path(str(a) + "-elsewhere").exists()
+
+
+def test_resume_accepts_an_unchanged_flag(runs):
+    """Repeating a flag with its saved value is not a change (prepare only; nothing runs)."""
+    from mjx_tecrl import run as run_mod
+
+    a = runs["A"]
+    plan = run_mod.prepare({"resume": str(a), "algo": "dsac-e", "num_envs": NUM_ENVS, "total_steps": 10 * CHUNK})
+    assert plan.resume and plan.run_dir == str(a) and plan.config.total_steps == 10 * CHUNK
+    assert plan.config.hidden_sizes == (16, 16)
+
+
+def test_metrics_csv_rows_are_not_duplicated_by_resume(runs):
+    for name in ("B", "C"):
+        steps = [r["env_steps"] for r in _rows(runs[name])]
+        assert steps == sorted(set(steps)), (name, steps)
+    assert np.all(np.diff([r["env_steps"] for r in _rows(runs["B"])]) == CHUNK)
