@@ -51,6 +51,14 @@ def reward_critic_targets(
     return sg(y_q), sg(y_z)
 
 
+def _detached_clipped_target(q, std, y_z, std_running_mean, xi):
+    """(Qd, sd, y_z^b): detached Q [2, B] and sigma [2, B], and y_z clipped to Qd +- xi * sigma_bar_i (spec §2.3)."""
+    q_d = sg(q)
+    std_d = sg(jnp.maximum(std, 0.0))
+    bound = (xi * std_running_mean)[:, None]  # [2, 1]
+    return q_d, std_d, q_d + jnp.clip(y_z[None] - q_d, -bound, bound)
+
+
 def distributional_critic_loss(
     q: jax.Array,
     std: jax.Array,
@@ -66,10 +74,7 @@ def distributional_critic_loss(
     with y_z^b = Qd + clip(y_z - Qd, -xi * sigma_bar_i, xi * sigma_bar_i), Qd = sg[Q], sd = sg[max(sigma, 0)].
     q, std: [2, B]; y_q, y_z: [B]; std_running_mean: [2].
     """
-    q_d = sg(q)
-    std_d = sg(jnp.maximum(std, 0.0))
-    bound = (xi * std_running_mean)[:, None]  # [2, 1]
-    y_zb = q_d + jnp.clip(y_z[None] - q_d, -bound, bound)
+    q_d, std_d, y_zb = _detached_clipped_target(q, std, y_z, std_running_mean, xi)
     weight = std_running_mean**2 + epsilon  # [2]
     mean_term = -sg(y_q[None] - q) / (std_d**2 + epsilon) * q
     std_term = -((q_d - y_zb) ** 2 - std_d**2) / (std_d**3 + epsilon) * std
@@ -91,10 +96,7 @@ def distributional_critic_loss_huber(
     L_i = mean(ratio * [huber(Q, y_q) + sigma * (sd^2 - huber(Qd, y_z^b)) / (sd + eps)]),
     ratio = clip(sigma_bar^2 / (sd^2 + eps), 0.1, 10); huber is 0.5 x^2 inside delta.
     """
-    q_d = sg(q)
-    std_d = sg(jnp.maximum(std, 0.0))
-    bound = (xi * std_running_mean)[:, None]
-    y_zb = q_d + jnp.clip(y_z[None] - q_d, -bound, bound)
+    q_d, std_d, y_zb = _detached_clipped_target(q, std, y_z, std_running_mean, xi)
     ratio = sg(jnp.clip(std_running_mean[:, None] ** 2 / (std_d**2 + epsilon), 0.1, 10.0))
     mean_term = optax.huber_loss(q, jnp.broadcast_to(y_q, q.shape), delta=delta)
     std_term = std * (std_d**2 - optax.huber_loss(q_d, y_zb, delta=delta)) / (std_d + epsilon)
