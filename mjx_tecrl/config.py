@@ -59,7 +59,9 @@ class Config:
     xi: float = _f(3.0, "DSAC-T clipping bound factor: b = xi * running mean of critic std")
     epsilon: float = _f(0.1, "DSAC-T bias keeping critic-loss denominators away from zero")
     # --- evaluation and I/O (host side) ---
-    eval_every: int = _f(5_000, "environment steps between evaluations (and chunk boundaries)")
+    eval_every: int = _f(
+        5_000, "environment steps between evaluations (and chunk boundaries); unset: at least 25 iterations"
+    )
     num_eval_envs: int = _f(10, "episodes per evaluation (deterministic policy)")
     checkpoint_every: int = _f(1, "save a checkpoint every this many evaluations (0: only at the end)")
     checkpoint_buffer: bool = _f(True, "include the replay buffer in checkpoints (exact resume)")
@@ -194,4 +196,12 @@ def make_config(**overrides: Any) -> Config:
     except registry.UnknownEnvError as e:
         raise ConfigError(f"--env {env!r} is unknown; known: {', '.join(registry.bare_names())}") from e
     preset_values = task.paper if preset == "paper" else task.tuned
-    return dataclasses.replace(base, **{**preset_values, **overrides})
+    config = dataclasses.replace(base, **{**preset_values, **overrides})
+    if "eval_every" not in overrides and "eval_every" not in preset_values:
+        # Thousands of envs would otherwise evaluate after every iteration: keep chunks at least
+        # EVAL_MIN_ITERS iterations long unless the user asked for a chunk length.
+        config = dataclasses.replace(config, eval_every=max(config.eval_every, EVAL_MIN_ITERS * config.num_envs))
+    return config
+
+
+EVAL_MIN_ITERS = 25
