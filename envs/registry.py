@@ -31,9 +31,14 @@ class EnvSpec:
     paper: dict[str, Any] = field(default_factory=dict)
 
     def make(self) -> ScaledActionEnv:
+        import contextlib
+        import io
         import warnings
 
-        from brax import envs as brax_envs
+        # mujoco.mjx prints "Failed to import warp" at import on machines without NVIDIA Warp, which
+        # MJX's JAX backend does not need; keep that line out of the user's output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            from brax import envs as brax_envs
 
         _patch_brax_fluid_clip()
         with warnings.catch_warnings():
