@@ -77,9 +77,14 @@ def load_meta(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return payload, payload.get("meta", {})
 
 
-def restore(directory: str, template: Any) -> tuple[Any, dict[str, Any]]:
-    """Load directory/latest.ckpt into the structure of `template`; returns (state, meta)."""
-    payload, meta = load_meta(directory)
+def restore(directory: str, template: Any, payload: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load directory/latest.ckpt into the structure of `template`; returns (state, meta).
+
+    `payload`: what `load_meta(directory)` already returned, so the file is not read twice.
+    """
+    if payload is None:
+        payload, _ = load_meta(directory)
+    meta = payload.get("meta", {})
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     saved = payload["leaves"]
     if len(saved) != len(paths_leaves):

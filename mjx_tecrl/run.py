@@ -143,10 +143,11 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     ts = fns.init(jax.random.PRNGKey(config.seed))
     meta: dict[str, Any] = {"best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
     if plan.resume:
-        if checkpoint.load_meta(ckpt_dir)[1].get("has_buffer", True):
-            restored, meta = checkpoint.restore(ckpt_dir, ts)
+        payload, saved_meta = checkpoint.load_meta(ckpt_dir)
+        if saved_meta.get("has_buffer", True):
+            restored, meta = checkpoint.restore(ckpt_dir, ts, payload)
         else:  # the buffer was not saved: keep the fresh empty one and warm it up again below
-            partial, meta = checkpoint.restore(ckpt_dir, ts.replace(replay=None))
+            partial, meta = checkpoint.restore(ckpt_dir, ts.replace(replay=None), payload)
             restored = partial.replace(replay=ts.replay)
         ts = jax.tree.map(jnp.array, restored)
         print(f"resumed {run_dir} at env step {meta['env_steps']}", file=out, flush=True)
