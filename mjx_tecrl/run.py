@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mjx_tecrl import checkpoint
+from mjx_tecrl import checkpoint, health
 from mjx_tecrl.config import Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
 
@@ -178,17 +178,16 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
         with _StopFlag() as stop:
             while env_steps < config.total_steps:
                 t0 = time.time()
+                chunk_start = env_steps
                 ts, metrics = chunk_fn(ts)
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                metrics, nonfinite = health.split_nonfinite(metrics)
                 chunk_time = time.time() - t0
                 train_time += chunk_time
                 env_steps = int(ts.iteration) * config.num_envs
                 bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
-                if bad:
-                    raise NonFiniteError(
-                        f"non-finite {', '.join(bad)} in the chunk ending at env step {env_steps}; "
-                        f"the last good checkpoint in {ckpt_dir} is intact"
-                    )
+                if nonfinite or bad:
+                    raise NonFiniteError(_nonfinite_text(nonfinite, bad, chunk_start, env_steps, config, ckpt_dir))
                 evaluation = jax.device_get(eval_fn(ts.learner, jax.random.fold_in(eval_key, evals_done)))
                 evals_done += 1
                 last_eval = {k: float(v) for k, v in evaluation.items()}
@@ -235,6 +234,17 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
         flush=True,
     )
     return summary
+
+
+def _nonfinite_text(nonfinite, bad, chunk_start: int, env_steps: int, config: Config, ckpt_dir: str) -> str:
+    try:  # loading it is what shows it intact
+        saved_steps = checkpoint.load_meta(ckpt_dir)[1]["env_steps"]
+        note = f"the last good checkpoint (env step {saved_steps}) in {ckpt_dir} is intact"
+    except checkpoint.CheckpointError:
+        note = f"no checkpoint was written yet in {ckpt_dir}"
+    if nonfinite:
+        return health.nonfinite_message(nonfinite, chunk_start, config.num_envs, note)
+    return f"non-finite {', '.join(bad)} in the chunk ending at env step {env_steps}; {note}"
 
 
 def _meta(config: Config, env_steps: int, best: float, evals_done: int, wall: float) -> dict[str, Any]:
