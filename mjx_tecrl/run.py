@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mjx_tecrl import checkpoint, health
+from mjx_tecrl import checkpoint, health, memory
 from mjx_tecrl.config import Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
 
@@ -119,11 +119,15 @@ class _StopFlag:
 
 
 def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
-    """Train according to `plan`; returns the summary (also written to summary.json)."""
+    """Train according to `plan`; returns the summary (also written to summary.json).
+
+    Raises ConfigError, before anything is compiled or written, if the state would not fit in memory."""
     from mjx_tecrl.envs import registry
     from mjx_tecrl.loop import make_train
 
     config, run_dir = plan.config, plan.run_dir
+    env = registry.make(config.env)
+    memory.check(config, env)  # ConfigError if the state cannot fit; before anything is compiled or written
     print(device_description(), file=out, flush=True)
     if jax.default_backend() == "gpu" and config.num_envs < 1024:
         print(
@@ -136,7 +140,6 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     if not plan.resume:
         write_json(os.path.join(run_dir, "config.json"), config.to_dict())
 
-    env = registry.make(config.env)
     fns = make_train(config, env)
     steps_per_chunk = fns.chunk_iters * config.num_envs
     t_start = time.time()
