@@ -146,6 +146,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     ts = fns.init(jax.random.PRNGKey(config.seed))
     meta: dict[str, Any] = {"best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
     if plan.resume:
+        checkpoint.remove_stale_temps(ckpt_dir)  # a kill mid-save leaves one; latest.ckpt is the previous save
         payload, saved_meta = checkpoint.load_meta(ckpt_dir)
         if saved_meta.get("has_buffer", True):
             restored, meta = checkpoint.restore(ckpt_dir, ts, payload)
@@ -164,8 +165,8 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     compile_time = time.time() - t_compile
     print(f"compiled in {compile_time:.1f}s", file=out, flush=True)
 
-    logger = RunLogger(run_dir)
     env_steps = int(ts.iteration) * config.num_envs
+    logger = RunLogger(run_dir, resume_step=env_steps if plan.resume else None)
     if warmup_fn is not None:
         ts, _ = warmup_fn(ts)
         env_steps = int(ts.iteration) * config.num_envs
