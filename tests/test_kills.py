@@ -4,7 +4,8 @@ Kills: one run directory is trained by a series of processes, each SIGKILLed at 
 start-up, mid-chunk, or while a checkpoint is being written) and then resumed with --resume. After every
 kill latest.ckpt must load completely into a training state and be at or after the previous one; at the end a
 last resume finishes the run, which must equal an uninterrupted run bit for bit (checkpoint arrays,
-metrics.csv and summary.json apart from timings): nothing lost, nothing repeated.
+metrics.csv and summary.json apart from timings): nothing lost, nothing repeated. Before that last resume
+one process is stopped with SIGINT (Ctrl-C), which must save a checkpoint after its chunk and exit with 130.
 
 Kills inside a checkpoint write: the processes run train.py under a launcher that makes fsync slow (a slow
 disk, as in test_checkpoint.py), so the temp file lives long enough for the test to see it and kill then.
@@ -60,7 +61,7 @@ class Proc:
         env = {**env, "SLOW_FSYNC_S": str(SLOW_FSYNC_S)}
         self.p = subprocess.Popen([*cmd, *argv], cwd=cwd, env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        self.lines, self.compiled = [], threading.Event()
+        self.lines, self.compiled, self.chunk_done = [], threading.Event(), threading.Event()
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
 
@@ -69,6 +70,8 @@ class Proc:
             self.lines.append(line)
             if line.startswith("compiled in"):
                 self.compiled.set()
+            if line.startswith("steps "):  # one line per chunk and evaluation
+                self.chunk_done.set()
 
     def finish(self, timeout=900):
         err = self.p.stderr.read()
@@ -112,7 +115,7 @@ def template():
 def _kill_trials(base: Path, env: dict, trials: int, seed: int, template):
     """Train one run directory through `trials` SIGKILLed processes, each resumed; returns figures."""
     rand = random.Random(seed)
-    chunks = 2 * trials + 2
+    chunks = 2 * trials + 4
     total = WARMUP + chunks * CHUNK
     ref_dir, run_dir = base / "ref", base / "killed"
     ckpt_dir = run_dir / "checkpoints"
@@ -165,6 +168,17 @@ def _kill_trials(base: Path, env: dict, trials: int, seed: int, template):
         assert meta["env_steps"] in allowed and meta["env_steps"] >= last_steps, (meta["env_steps"], last_steps)
         assert int(state.iteration) * NUM_ENVS == meta["env_steps"]  # the arrays belong with the meta
         last_steps = meta["env_steps"]
+
+    # Ctrl-C: the process saves a checkpoint after its current chunk and exits with status 130.
+    proc = Proc(["--resume", str(run_dir), "--no-progress"], base, env)
+    assert proc.chunk_done.wait(timeout=900), "".join(proc.lines)
+    proc.p.send_signal(signal.SIGINT)
+    proc.p.wait(timeout=300)
+    assert proc.p.returncode == 130, (proc.p.returncode, proc.p.stderr.read())
+    meta = checkpoint.load_meta(str(ckpt_dir))[1]
+    assert meta["env_steps"] > last_steps and json.loads((run_dir / "summary.json").read_text())["interrupted"]
+    last_steps = meta["env_steps"]
+    figures["sigint"] = 1
 
     # The last resume finishes the run: same final step count and, bit for bit, the uninterrupted run.
     out = Proc(["--resume", str(run_dir), "--no-progress"], base, env).finish()
@@ -219,3 +233,31 @@ def test_same_seed_same_device_gives_identical_metrics_and_summary(tmp_path, xla
     assert _summary(a) == _summary(b)
     (pa, _), (pb, _) = checkpoint.load_meta(str(a / "checkpoints")), checkpoint.load_meta(str(b / "checkpoints"))
     assert pa["leaves"] == pb["leaves"]
+
+
+# --- resume hygiene (no process needed) -------------------------------------------------------------
+def test_resume_drops_metrics_rows_after_the_checkpoint(tmp_path):
+    """A process killed after logging a chunk but before checkpointing it: the resumed run re-runs that chunk,
+    so its rows must go, or metrics.csv would hold them twice."""
+    from mjx_tecrl.logging import RunLogger, read_csv
+
+    log = RunLogger(str(tmp_path), tensorboard=False)
+    for steps in (100, 200, 300):
+        log.csv_row({"env_steps": steps, "x": steps / 10})
+    RunLogger(str(tmp_path), tensorboard=False, resume_step=200)
+    assert read_csv(str(tmp_path / "metrics.csv")) == [{"env_steps": 100.0, "x": 10.0}, {"env_steps": 200.0, "x": 20.0}]
+    before = (tmp_path / "metrics.csv").read_bytes()
+    RunLogger(str(tmp_path), tensorboard=False, resume_step=200)  # nothing after it: the file is untouched
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    import numpy as np
+
+    checkpoint.save(str(tmp_path), {"x": np.zeros(3, np.float32)}, {"gen": 0})
+    (tmp_path / ".tmp-abc123.ckpt").write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.txt").write_text("not ours")
+    assert checkpoint.remove_stale_temps(str(tmp_path)) == [".tmp-abc123.ckpt"]
+    assert sorted(os.listdir(tmp_path)) == [checkpoint.LATEST, "notes.txt"]
+    assert checkpoint.load_meta(str(tmp_path))[1] == {"gen": 0}
+    assert checkpoint.remove_stale_temps(str(tmp_path / "missing")) == []
