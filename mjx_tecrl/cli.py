@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from mjx_tecrl.config import Config, ConfigError
@@ -50,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--list-envs", action="store_true", help="print the task table and exit")
+    sweep = parser.add_argument_group("sweeps (many runs in one program; see mjx_tecrl/sweep.py)")
+    sweep.add_argument(
+        "--sweep", action="append", metavar="NAME=V1,V2,...",
+        help="train one member per value of a traced hyperparameter (rho, actor_lr, critic_lr, alpha_lr, gamma, "
+        "tau, init_log_alpha, reward_scale, xi, epsilon); several --sweep flags multiply",
+    )  # fmt: skip
+    sweep.add_argument("--seeds", type=int, metavar="N", help="seeds per grid point: seed, seed+1, ... (default 1)")
+    dist = parser.add_argument_group("several hosts (jax.distributed; every process runs the same command)")
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    dist.add_argument("--num-processes", type=int, metavar="N", help="processes in all")
+    dist.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
@@ -67,11 +79,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NON_CONFIG_FLAGS = ("list_envs", "sweep", "seeds", "coordinator", "num_processes", "process_id")
+
+
+@dataclass(frozen=True)
+class Args:
+    overrides: dict[str, Any]  # Config field overrides
+    list_envs: bool = False
+    sweep: tuple[str, ...] = ()
+    seeds: int | None = None
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+def parse(argv: list[str] | None = None) -> Args:
+    ns = vars(build_parser().parse_args(argv))
+    extra = {k: ns.pop(k) for k in NON_CONFIG_FLAGS if k in ns}
+    extra["sweep"] = tuple(extra.get("sweep") or ())
+    extra["list_envs"] = bool(extra.get("list_envs", False))
+    return Args(ns, **extra)
+
+
 def parse_overrides(argv: list[str] | None = None) -> tuple[dict[str, Any], bool]:
     """The flags the user gave, as Config field overrides, and whether --list-envs was asked."""
-    ns = vars(build_parser().parse_args(argv))
-    list_envs = bool(ns.pop("list_envs", False))
-    return ns, list_envs
+    args = parse(argv)
+    return args.overrides, args.list_envs
+
+
+def init_distributed(args: Args) -> None:
+    """Join the multi-process runtime when --coordinator is given (CPU collectives through gloo)."""
+    given = [f for f in ("coordinator", "num_processes", "process_id") if getattr(args, f) is not None]
+    if not given:
+        return
+    if len(given) < 3:
+        fail("--coordinator, --num-processes and --process-id go together; give all three")
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+        fail(f"--process-id {args.process_id} must lie in [0, --num-processes {args.num_processes})")
+    host, _, port = args.coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        fail(f"--coordinator {args.coordinator!r} must look like HOST:PORT")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def list_envs_table() -> str:
@@ -86,16 +137,26 @@ def list_envs_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides, want_list = parse_overrides(argv)
-    if want_list:
+    args = parse(argv)
+    if args.list_envs:
         print(list_envs_table())
         return 0
     from mjx_tecrl.run import NonFiniteError, prepare, run
+    from mjx_tecrl.sweep import parse_sweep
 
     try:
-        plan = prepare(overrides)
+        sweep = parse_sweep(args.sweep, args.seeds)
     except ConfigError as e:
         fail(str(e))
+    init_distributed(args)
+    try:
+        plan = prepare(args.overrides, sweep)
+    except ConfigError as e:
+        fail(str(e))
+    if args.num_processes and args.num_processes > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mjx_tecrl: prepared")  # nobody writes before all have checked
     from mjx_tecrl.checkpoint import CheckpointError
 
     try:

@@ -35,7 +35,7 @@ def describe(quantity: str) -> str:
     return quantity
 
 
-def nonfinite_message(bad: dict[str, int], chunk_start_steps: int, num_envs: int, checkpoint_note: str) -> str:
+def nonfinite_message(bad: dict[str, int], chunk_start_steps: int, num_envs: int, checkpoint_note: str = "") -> str:
     """One line: what went non-finite first, at which env step, what followed, and the checkpoint's state.
 
     Iteration i of a chunk that began at env step `chunk_start_steps` ends at env step
@@ -49,4 +49,4 @@ def nonfinite_message(bad: dict[str, int], chunk_start_steps: int, num_envs: int
     if later:
         more = f" and {len(later) - 4} more" if len(later) > 4 else ""
         text += f" (then also {', '.join(later[:4])}{more})"
-    return f"{text}; {checkpoint_note}"
+    return f"{text}; {checkpoint_note}" if checkpoint_note else text

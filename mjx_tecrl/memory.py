@@ -94,8 +94,18 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def check(config: Config, env, device_free: int | None = None, host_free: int | None = None, backend: str = "") -> None:
-    """Raise ConfigError (one line) if the estimated state does not fit; free sizes default to the measured ones."""
+def check(
+    config: Config,
+    env,
+    device_free: int | None = None,
+    host_free: int | None = None,
+    backend: str = "",
+    members: int = 1,
+) -> None:
+    """Raise ConfigError (one line) if the estimated state does not fit; free sizes default to the measured ones.
+
+    `members`: a sweep's member count; the host-side copies hold every member, a device its share of them
+    (`run._Program` shards members over gcd(members, devices) devices)."""
     backend = backend or jax.default_backend()
     est = estimate(config, env)
     on_host = backend == "cpu"
@@ -107,12 +117,14 @@ def check(config: Config, env, device_free: int | None = None, host_free: int | 
     saved_replay = copies if config.checkpoint_buffer else 0
 
     # (pool, free bytes, factor on env + learner bytes, factor on replay bytes)
+    k = members
+    on_device = -(-members // math.gcd(members, jax.device_count()))
     pools = []
     if on_host:
-        pools.append(("available system RAM", host_free, 1 + copies, 1 + saved_replay))
+        pools.append(("available system RAM", host_free, k * (1 + copies), k * (1 + saved_replay)))
     else:
-        pools.append((f"free {backend} memory", device_free, 1, 1))
-        pools.append(("available system RAM for checkpoint copies", host_free, copies, saved_replay))
+        pools.append((f"free {backend} memory", device_free, on_device, on_device))
+        pools.append(("available system RAM for checkpoint copies", host_free, k * copies, k * saved_replay))
     for pool, free, f_state, f_replay in pools:
         if free is None:
             continue
@@ -121,9 +133,11 @@ def check(config: Config, env, device_free: int | None = None, host_free: int | 
         if need <= budget:
             continue
         parts = f"replay buffer {_gib(est.replay)}, environments {_gib(est.env)}, networks {_gib(est.learner)}"
+        if members > 1:
+            parts += f", each times {members} sweep members"
         if pool.endswith("checkpoint copies"):
             what = f"{copies} copies of the checkpointed state need"
-        elif f_state > 1:
+        elif on_host:
             what = f"the training state and {copies} checkpoint copies need"
         else:
             what = "the training state needs"

@@ -17,10 +17,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mjx_tecrl import checkpoint, health, memory
-from mjx_tecrl.config import Config, ConfigError, make_config, validate
+from mjx_tecrl import checkpoint, health, memory, policy
+from mjx_tecrl import sweep as sweep_lib
+from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
+from mjx_tecrl.sweep import SweepSpec
 
 # Flags that may differ from the saved config when resuming; anything else must match.
 RESUMABLE_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "checkpoint_buffer", "resume", "out")
@@ -35,56 +38,93 @@ class RunPlan:
     config: Config
     run_dir: str
     resume: bool
+    sweep: SweepSpec | None = None  # None: a single run
+    members: tuple[dict[str, Any], ...] = ()  # the sweep's members (member, seed, hyperparams)
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.sweep is not None
 
 
-def prepare(overrides: dict[str, Any]) -> RunPlan:
-    """Resolve flags into a validated config and run directory. Raises ConfigError; writes nothing."""
+def prepare(overrides: dict[str, Any], sweep: SweepSpec | None = None) -> RunPlan:
+    """Resolve flags into a validated config and run directory. Raises ConfigError; writes nothing.
+
+    `sweep`: the grid of `--sweep`/`--seeds` (see `mjx_tecrl.sweep.parse_sweep`), None for a single run.
+    """
     resume_dir = overrides.get("resume") or ""
     if resume_dir:
-        cfg_path = os.path.join(resume_dir, "config.json")
-        if not os.path.isfile(cfg_path):
-            raise ConfigError(f"--resume {resume_dir!r} holds no run (no config.json)")
-        try:
-            checkpoint.load_meta(os.path.join(resume_dir, "checkpoints"))
-        except checkpoint.CheckpointError as e:
-            raise ConfigError(f"--resume {resume_dir!r}: {e}") from None
-        try:
-            with open(cfg_path) as f:
-                saved = Config.from_dict(json.load(f))
-        except ConfigError as e:
-            raise ConfigError(f"--resume {resume_dir!r}: config.json: {e}") from None
-        except (OSError, ValueError, TypeError, AttributeError) as e:  # not JSON, or not a config's fields
-            raise ConfigError(f"--resume {resume_dir!r}: config.json is unreadable ({e})") from None
-        for name, value in overrides.items():
-            if name not in RESUMABLE_OVERRIDES and getattr(saved, name) != value:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} {value!r} differs from the resumed run's "
-                    f"{getattr(saved, name)!r}; only {', '.join(RESUMABLE_OVERRIDES[:4])} may change"
-                )
-        out = overrides.get("out") or resume_dir
-        if os.path.abspath(out) != os.path.abspath(resume_dir):
-            raise ConfigError(f"--out {out!r} differs from --resume {resume_dir!r}")
-        allowed = {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES}
-        config = dataclasses.replace(saved, **{**allowed, "out": resume_dir, "resume": resume_dir})
-        _validate(config)
-        return RunPlan(config, resume_dir, resume=True)
+        return _prepare_resume(overrides, sweep, resume_dir)
 
     config = make_config(**overrides)
-    _validate(config)
-    run_dir = config.out or os.path.join(
-        "runs", f"{config.env}-{config.algo}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+    _validate(config, sweep is not None)
+    members: tuple[dict[str, Any], ...] = ()
+    if sweep is not None:
+        members = tuple(sweep_lib.check_members(config, sweep))
+        _check_member_devices(len(members))
+    tag = "sweep" if sweep is not None else f"s{config.seed}"
+    run_dir = config.out or os.path.join("runs", f"{config.env}-{config.algo}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     if os.path.exists(os.path.join(run_dir, "config.json")):
         raise ConfigError(f"--out {run_dir!r} already holds a run; use --resume {run_dir} or choose another --out")
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"--out {run_dir!r} exists and is not a directory")
-    return RunPlan(dataclasses.replace(config, out=run_dir), run_dir, resume=False)
+    return RunPlan(dataclasses.replace(config, out=run_dir), run_dir, False, sweep, members)
 
 
-def _validate(config: Config) -> None:
+def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_dir: str) -> RunPlan:
+    cfg_path = os.path.join(resume_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise ConfigError(f"--resume {resume_dir!r} holds no run (no config.json)")
+    try:
+        checkpoint.load_meta(os.path.join(resume_dir, "checkpoints"))
+    except checkpoint.CheckpointError as e:
+        raise ConfigError(f"--resume {resume_dir!r}: {e}") from None
+    try:
+        with open(cfg_path) as f:
+            saved = Config.from_dict(json.load(f))
+    except ConfigError as e:
+        raise ConfigError(f"--resume {resume_dir!r}: config.json: {e}") from None
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # not JSON, or not a config's fields
+        raise ConfigError(f"--resume {resume_dir!r}: config.json is unreadable ({e})") from None
+    for name, value in overrides.items():
+        if name not in RESUMABLE_OVERRIDES and getattr(saved, name) != value:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {value!r} differs from the resumed run's "
+                f"{getattr(saved, name)!r}; only {', '.join(RESUMABLE_OVERRIDES[:4])} may change"
+            )
+    out = overrides.get("out") or resume_dir
+    if os.path.abspath(out) != os.path.abspath(resume_dir):
+        raise ConfigError(f"--out {out!r} differs from --resume {resume_dir!r}")
+    saved_sweep = policy.read_sweep(resume_dir)
+    saved_spec = SweepSpec.from_dict(saved_sweep) if saved_sweep is not None else None
+    if sweep is not None and sweep != saved_spec:
+        raise ConfigError(
+            f"--sweep/--seeds differ from the resumed run's grid; leave them out to resume {resume_dir!r}"
+        )
+    allowed = {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES}
+    config = dataclasses.replace(saved, **{**allowed, "out": resume_dir, "resume": resume_dir})
+    _validate(config, saved_sweep is not None)
+    members = tuple(saved_sweep["members"]) if saved_sweep is not None else ()
+    if members:
+        _check_member_devices(len(members))
+    return RunPlan(config, resume_dir, True, saved_spec, members)
+
+
+def _check_member_devices(n_members: int) -> None:
+    """Across several processes every device must hold the same number of members."""
+    n_dev = jax.device_count()
+    if jax.process_count() > 1 and n_members % n_dev:
+        raise ConfigError(
+            f"--sweep/--seeds give {n_members} members, which do not split evenly over the {n_dev} devices "
+            f"of {jax.process_count()} processes; use a multiple of {n_dev}"
+        )
+
+
+def _validate(config: Config, is_sweep: bool = False) -> None:
     from mjx_tecrl.envs import registry
 
-    validate(config, known_envs=registry.list_envs(), device_count=jax.local_device_count())
+    # A single run shards its environments over the local devices; a sweep shards its members instead.
+    devices = 1 if is_sweep else jax.local_device_count()
+    validate(config, known_envs=registry.list_envs(), device_count=devices)
 
 
 def device_description() -> str:
@@ -119,15 +159,21 @@ class _StopFlag:
 
 
 def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
-    """Train according to `plan`; returns the summary (also written to summary.json).
+    """Train according to `plan` (one run, or every member of a sweep at once); returns the summary.
 
-    Raises ConfigError, before anything is compiled or written, if the state would not fit in memory."""
+    The summary is also written to summary.json (a sweep's: one per member, plus sweep.csv and sweep.png).
+    With several processes (`jax.distributed`), all compute and process 0 alone writes.
+    Raises ConfigError, before anything is compiled or written, if the state would not fit in memory.
+    """
     from mjx_tecrl.envs import registry
     from mjx_tecrl.loop import make_train
 
     config, run_dir = plan.config, plan.run_dir
     env = registry.make(config.env)
-    memory.check(config, env)  # ConfigError if the state cannot fit; before anything is compiled or written
+    memory.check(config, env, members=max(len(plan.members), 1))  # before anything is compiled or written
+    writer = jax.process_index() == 0
+    if not writer:
+        out = open(os.devnull, "w")  # noqa: SIM115 - the other processes compute and stay quiet
     print(device_description(), file=out, flush=True)
     if jax.default_backend() == "gpu" and config.num_envs < 1024:
         print(
@@ -135,46 +181,58 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
             f"(now --num-envs {config.num_envs})",
             file=out,
         )
-    os.makedirs(run_dir, exist_ok=True)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    if not plan.resume:
-        write_json(os.path.join(run_dir, "config.json"), config.to_dict())
+    if writer:
+        os.makedirs(run_dir, exist_ok=True)
+        if not plan.resume:
+            write_json(os.path.join(run_dir, "config.json"), config.to_dict())
+            if plan.is_sweep:
+                sweep_doc = {**plan.sweep.to_dict(), "members": list(plan.members)}
+                write_json(os.path.join(run_dir, policy.SWEEP_FILE), sweep_doc)
 
     fns = make_train(config, env)
-    steps_per_chunk = fns.chunk_iters * config.num_envs
+    prog = _Program.build(plan, fns)
+    if prog.note:
+        print(prog.note, file=out, flush=True)
+    n_members = len(prog.members)
+    steps_per_chunk = fns.chunk_iters * config.num_envs  # per member
     t_start = time.time()
-    ts = fns.init(jax.random.PRNGKey(config.seed))
-    meta: dict[str, Any] = {"best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
+    ts = prog.init()
+    fresh_meta: dict[str, Any] = {"best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
+    meta = fresh_meta
     if plan.resume:
-        checkpoint.remove_stale_temps(ckpt_dir)  # a kill mid-save leaves one; latest.ckpt is the previous save
+        if writer:
+            checkpoint.remove_stale_temps(ckpt_dir)  # a kill mid-save leaves one; latest.ckpt is the previous
         payload, saved_meta = checkpoint.load_meta(ckpt_dir)
         if saved_meta.get("has_buffer", True):
             restored, meta = checkpoint.restore(ckpt_dir, ts, payload)
         else:  # the buffer was not saved: keep the fresh empty one and warm it up again below
             partial, meta = checkpoint.restore(ckpt_dir, ts.replace(replay=None), payload)
             restored = partial.replace(replay=ts.replay)
-        ts = jax.tree.map(jnp.array, restored)
+        ts = prog.place(restored)
         print(f"resumed {run_dir} at env step {meta['env_steps']}", file=out, flush=True)
 
     # Compile once, ahead of time: compile time is reported apart, and no chunk can retrace.
     t_compile = time.time()
-    chunk_fn = jax.jit(fns.run_chunk, donate_argnums=0).lower(ts).compile()
-    eval_fn = jax.jit(fns.evaluate).lower(ts.learner, jax.random.PRNGKey(0)).compile()
+    chunk_fn = prog.jit(prog.chunk, donate=True).lower(ts).compile()
+    eval_fn = prog.jit(prog.evaluate).lower(ts.learner, prog.eval_keys(0)).compile()
     need_warmup = (not plan.resume or not meta.get("has_buffer", True)) and fns.warmup_iters > 0
-    warmup_fn = jax.jit(fns.warmup, donate_argnums=0).lower(ts).compile() if need_warmup else None
+    warmup_fn = prog.jit(prog.warmup, donate=True).lower(ts).compile() if need_warmup else None
     compile_time = time.time() - t_compile
     print(f"compiled in {compile_time:.1f}s", file=out, flush=True)
 
-    env_steps = int(ts.iteration) * config.num_envs
-    logger = RunLogger(run_dir, resume_step=env_steps if plan.resume else None)
+    resume_step = int(meta["env_steps"]) if plan.resume else None  # later rows: a chunk the kill lost
+    members = [
+        _MemberLog.open(prog.metrics_dir(i), writer, n_members <= MAX_TENSORBOARD_MEMBERS, resume_step)
+        for i in range(n_members)
+    ]
+    for i, m in enumerate(members):
+        m.restore(meta, i)
     if warmup_fn is not None:
         ts, _ = warmup_fn(ts)
-        env_steps = int(ts.iteration) * config.num_envs
-    eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
-    best = float(meta.get("best_eval_return", -math.inf))
-    last_eval: dict[str, float] = {}
-    train_time, prior_wall = 0.0, float(meta.get("wall_time_s", 0.0))
+    env_steps = prog.iteration(ts.iteration) * config.num_envs
     evals_done = int(meta.get("evals_done", 0))
+    train_time, prior_wall = 0.0, float(meta.get("wall_time_s", 0.0))
     loop_start_steps = env_steps
     bar = _progress_bar(config, env_steps, out)
     interrupted = False
@@ -184,45 +242,66 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                 t0 = time.time()
                 chunk_start = env_steps
                 ts, metrics = chunk_fn(ts)
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                metrics, nonfinite = health.split_nonfinite(metrics)
+                metrics, nonfinite = _split_nonfinite(prog.to_host(metrics), n_members, plan.is_sweep)
                 chunk_time = time.time() - t0
                 train_time += chunk_time
-                env_steps = int(ts.iteration) * config.num_envs
-                bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
-                if nonfinite or bad:
-                    raise NonFiniteError(_nonfinite_text(nonfinite, bad, chunk_start, env_steps, config, ckpt_dir))
-                evaluation = jax.device_get(eval_fn(ts.learner, jax.random.fold_in(eval_key, evals_done)))
+                env_steps = prog.iteration(ts.iteration) * config.num_envs
+                if nonfinite[0] and not plan.is_sweep:
+                    raise NonFiniteError(_nonfinite_text(nonfinite[0], chunk_start, config, ckpt_dir))
+                evaluation = prog.to_host(eval_fn(ts.learner, prog.eval_keys(evals_done)))
                 evals_done += 1
-                last_eval = {k: float(v) for k, v in evaluation.items()}
-                best = max(best, last_eval["eval/episode_return"])
-                sps = steps_per_chunk / max(chunk_time, 1e-9)  # the chunk alone, evaluation excluded
-                row = {**last_eval, **metrics, "train/env_steps_per_second": sps}
-                logger.scalars(row, env_steps)
-                logger.csv_row({"env_steps": env_steps, "wall_time_s": prior_wall + time.time() - t_start,
-                                **row})  # fmt: skip
-                _report(bar, out, env_steps, config.total_steps, row, steps_per_chunk)
+                sps = steps_per_chunk / max(chunk_time, 1e-9)  # per member; the chunk alone, eval excluded
+                wall = prior_wall + time.time() - t_start
+                rows = []
+                for i, m in enumerate(members):
+                    row = {k: float(v[i] if plan.is_sweep else v) for k, v in evaluation.items()}
+                    row.update({k: float(v[i] if plan.is_sweep else v) for k, v in metrics.items()})
+                    row["train/env_steps_per_second"] = sps
+                    bad = sorted(k for k, v in row.items() if not math.isfinite(v))
+                    if bad and not plan.is_sweep:
+                        raise NonFiniteError(
+                            f"non-finite {', '.join(bad)} in the chunk ending at env step {env_steps}; "
+                            + _checkpoint_note(ckpt_dir)
+                        )
+                    if (bad or nonfinite[i]) and m.diverged_at is None:
+                        m.diverged_at = env_steps
+                        what = (
+                            health.nonfinite_message(nonfinite[i], chunk_start, config.num_envs)
+                            if nonfinite[i]
+                            else f"non-finite {', '.join(bad[:3])} by env step {env_steps}"
+                        )
+                        print(
+                            f"member {i} ({prog.label(i)}) went {what}; it is marked diverged and the other "
+                            "members go on",
+                            file=out,
+                            flush=True,
+                        )
+                    m.log(row, env_steps, wall)
+                    rows.append(row)
+                _report(bar, out, env_steps, config.total_steps, _report_row(rows), steps_per_chunk)
                 last_chunk = env_steps >= config.total_steps
                 if stop.stop or last_chunk or (config.checkpoint_every and evals_done % config.checkpoint_every == 0):
-                    meta = _meta(config, env_steps, best, evals_done, prior_wall + time.time() - t_start)
-                    _save(ckpt_dir, ts, config, meta)
+                    meta = _meta(config, env_steps, members, evals_done, prior_wall + time.time() - t_start)
+                    state = ts if config.checkpoint_buffer else ts.replace(replay=None)
+                    host_state = prog.to_host(state)  # every process takes part; process 0 writes
+                    if writer:
+                        checkpoint.save(ckpt_dir, host_state, meta)
                 if stop.stop:
                     interrupted = True
                     break
     finally:
         if bar is not None:
             bar.close()
-        logger.close()
+        for m in members:
+            m.close()
 
     wall = prior_wall + time.time() - t_start
-    summary = {
+    gradient_steps = prog.iteration(ts.learner.step)
+    common = {
         "env": config.env,
         "algo": config.algo,
-        "seed": config.seed,
         "env_steps": env_steps,
-        "gradient_steps": int(ts.learner.step),
-        "final_eval_return": last_eval.get("eval/episode_return", math.nan),
-        "best_eval_return": best,
+        "gradient_steps": gradient_steps,
         "wall_time_s": wall,
         "compile_time_s": compile_time,
         "train_time_s": train_time,
@@ -230,41 +309,276 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
         "interrupted": interrupted,
         "backend": jax.default_backend(),
     }
-    write_json(os.path.join(run_dir, "summary.json"), summary)
+    summaries = [
+        {**common, "seed": prog.seed(i), "final_eval_return": m.last_return, "best_eval_return": m.best,
+         "diverged_at_env_step": m.diverged_at, **({"member": i, "hyperparams": prog.members[i]["hyperparams"]}
+                                                    if plan.is_sweep else {})}
+        for i, m in enumerate(members)
+    ]  # fmt: skip
+    if writer:
+        for i, s in enumerate(summaries):
+            write_json(os.path.join(prog.metrics_dir(i), "summary.json"), s)
+    if not plan.is_sweep:
+        summary = summaries[0]
+        del summary["diverged_at_env_step"]
+        if writer:
+            write_json(os.path.join(run_dir, "summary.json"), summary)
+        best = summary["best_eval_return"]
+        print(
+            f"done: {env_steps} env steps, best eval return {best:.1f}, final {summary['final_eval_return']:.1f}, "
+            f"{wall:.0f}s wall ({compile_time:.0f}s compile) -> {run_dir}",
+            file=out,
+            flush=True,
+        )
+        return summary
+    summary = {**common, "members": n_members, "member_env_steps_per_second": common["env_steps_per_second"],
+               "env_steps_per_second": common["env_steps_per_second"] * n_members}  # fmt: skip
+    rows = _sweep_rows(prog, members, summaries, common["env_steps_per_second"])
+    if writer:
+        write_json(os.path.join(run_dir, "summary.json"), summary)
+        sweep_lib.write_csv(os.path.join(run_dir, "sweep.csv"), rows)
+        curves = [m.curve() for m in members]
+        try:
+            sweep_lib.plot(os.path.join(run_dir, "sweep.png"), curves, rows, plan.sweep.names)
+        except ImportError:
+            print("note: matplotlib is not installed, so sweep.png was not drawn", file=out)
+    print(sweep_lib.group_table(rows, plan.sweep.names), file=out)
     print(
-        f"done: {env_steps} env steps, best eval return {best:.1f}, final {summary['final_eval_return']:.1f}, "
-        f"{wall:.0f}s wall ({compile_time:.0f}s compile) -> {run_dir}",
+        f"done: {n_members} members x {env_steps} env steps, {summary['env_steps_per_second']:.0f} env steps/s "
+        f"in all, {wall:.0f}s wall ({compile_time:.0f}s compile) -> {run_dir}",
         file=out,
         flush=True,
     )
     return summary
 
 
-def _nonfinite_text(nonfinite, bad, chunk_start: int, env_steps: int, config: Config, ckpt_dir: str) -> str:
+MAX_TENSORBOARD_MEMBERS = 256  # beyond this many members, only metrics.csv per member (file handles)
+
+
+@dataclass
+class _MemberLog:
+    """Host-side record of one member (or the single run): loggers, best and last eval, learning curve."""
+
+    logger: RunLogger | None
+    best: float = -math.inf
+    last_return: float = math.nan
+    diverged_at: int | None = None
+    steps: list[int] = dataclasses.field(default_factory=list)
+    returns: list[float] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def open(cls, directory: str, writer: bool, tensorboard: bool, resume_step: int | None = None) -> _MemberLog:
+        if not writer:
+            return cls(None)
+        os.makedirs(directory, exist_ok=True)
+        return cls(RunLogger(directory, tensorboard=tensorboard, resume_step=resume_step))
+
+    def restore(self, meta: dict[str, Any], index: int) -> None:
+        saved = meta.get("members")
+        record = saved[index] if saved else meta
+        self.best = float(record.get("best_eval_return", -math.inf) or -math.inf)
+        self.diverged_at = record.get("diverged_at_env_step")
+        if self.logger is not None and os.path.exists(self.logger.csv_path):  # the curve so far (resume)
+            import csv
+
+            with open(self.logger.csv_path) as f:
+                for r in csv.DictReader(f):
+                    self.steps.append(int(float(r["env_steps"])))
+                    self.returns.append(float(r["eval/episode_return"]))
+
+    def log(self, row: dict[str, float], env_steps: int, wall: float) -> None:
+        ret = row["eval/episode_return"]
+        self.last_return = ret
+        if math.isfinite(ret):
+            self.best = max(self.best, ret)
+        self.steps.append(env_steps)
+        self.returns.append(ret)
+        if self.logger is not None:
+            self.logger.scalars(row, env_steps)
+            self.logger.csv_row({"env_steps": env_steps, "wall_time_s": wall, **row})
+
+    def curve(self) -> dict[str, list]:
+        return {"steps": self.steps, "returns": self.returns}
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+
+class _Program:
+    """How the state is laid out over devices and how the pure functions are lifted to it.
+
+    Single run: the functions as they are; with several local devices the environment axis is sharded.
+    Sweep: every function vmapped over a leading member axis, which is sharded over the devices (of all
+    processes under `jax.distributed`).
+    """
+
+    def __init__(self, plan: RunPlan, fns, sharding, note: str = ""):
+        self.plan, self.fns, self.sharding, self.note = plan, fns, sharding, note
+        self.members = list(plan.members) if plan.is_sweep else [{"member": 0, "seed": plan.config.seed}]
+        self._eval_base = [jax.random.PRNGKey(m["seed"] + EVAL_SEED_OFFSET) for m in self.members]
+
+    @classmethod
+    def build(cls, plan: RunPlan, fns) -> _Program:
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        devices = jax.devices()
+        if plan.is_sweep:
+            n = len(plan.members)
+            d = math.gcd(n, len(devices)) if jax.process_count() == 1 else len(devices)
+            note = ""
+            if d < len(devices):
+                note = f"note: {n} members over {d} of {len(devices)} devices (use a multiple of {len(devices)})"
+            mesh = Mesh(np.array(devices[:d]), ("members",))
+            return cls(plan, fns, NamedSharding(mesh, P("members")), note)
+        local = jax.local_devices()
+        if len(local) > 1 and plan.config.num_envs % len(local) == 0:
+            mesh = Mesh(np.array(local), ("envs",))
+            return cls(plan, fns, (NamedSharding(mesh, P()), NamedSharding(mesh, P("envs"))))
+        return cls(plan, fns, None)
+
+    # --- the lifted functions ---
+    def chunk(self, ts):
+        return (jax.vmap(self.fns.run_chunk) if self.plan.is_sweep else self.fns.run_chunk)(ts)
+
+    def warmup(self, ts):
+        return (jax.vmap(self.fns.warmup) if self.plan.is_sweep else self.fns.warmup)(ts)
+
+    def evaluate(self, learner, keys):
+        return (jax.vmap(self.fns.evaluate) if self.plan.is_sweep else self.fns.evaluate)(learner, keys)
+
+    def eval_keys(self, evals_done: int):
+        keys = [jax.random.fold_in(k, evals_done) for k in self._eval_base]
+        if not self.plan.is_sweep:
+            return keys[0]
+        return self._put(np.stack([np.asarray(k) for k in keys]))
+
+    # --- placement ---
+    def init(self):
+        fns, plan = self.fns, self.plan
+        if not plan.is_sweep:
+            return self.place(fns.init(jax.random.PRNGKey(plan.config.seed)))
+        keys = np.stack([np.asarray(jax.random.PRNGKey(m["seed"])) for m in self.members])
+        hp = policy.stacked_hyperparams(plan.config, self.members, fns.env.action_size)
+        return jax.jit(jax.vmap(fns._init), out_shardings=self.sharding)(self._put(keys), self._put(hp))
+
+    def _state_shardings(self, ts):
+        if self.plan.is_sweep:
+            return self.sharding
+        replicated, by_env = self.sharding
+        return jax.tree.map(lambda _: replicated, ts).replace(env=jax.tree.map(lambda _: by_env, ts.env))
+
+    def place(self, ts):
+        """Host or device arrays -> the program's layout (global arrays under several processes)."""
+        if self.sharding is None:
+            return jax.tree.map(jnp.asarray, ts)
+        shardings = self._state_shardings(ts)
+        return jax.tree.map(
+            lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]),
+            ts,
+            shardings,
+        )
+
+    def _put(self, tree):
+        if not self.plan.is_sweep:
+            return tree
+        return jax.tree.map(
+            lambda x: jax.make_array_from_callback(np.shape(x), self.sharding, lambda idx, x=x: np.asarray(x)[idx]),
+            tree,
+        )
+
+    def jit(self, fn, donate: bool = False):
+        kw: dict[str, Any] = {"donate_argnums": 0} if donate else {}
+        if self.plan.is_sweep:
+            kw["out_shardings"] = self.sharding
+        return jax.jit(fn, **kw)
+
+    # --- host side ---
+    def to_host(self, tree):
+        """Arrays to numpy on the host; across processes every process gets the whole (gathered) value."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.process_allgather(tree, tiled=True)
+        return jax.device_get(tree)
+
+    def iteration(self, counter) -> int:
+        """An int32 counter of the state (the same in every member) as a Python int."""
+        return int(np.asarray(self.to_host(counter)).reshape(-1)[0])
+
+    def metrics_dir(self, i: int) -> str:
+        return policy.member_dir(self.plan.run_dir, i) if self.plan.is_sweep else self.plan.run_dir
+
+    def seed(self, i: int) -> int:
+        return int(self.members[i]["seed"])
+
+    def label(self, i: int) -> str:
+        names = self.plan.sweep.names if self.plan.is_sweep else ()
+        return f"{sweep_lib.member_label(self.members[i], names)} seed {self.seed(i)}"
+
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation keys: PRNGKey(seed + offset) folded with the evaluation count
+
+
+def _report_row(rows: list[dict[str, float]]) -> dict[str, float]:
+    """What the progress line shows: the run's row, or the members' mean (NaN members left out)."""
+    if len(rows) == 1:
+        return rows[0]
+    out = {}
+    for k in rows[0]:
+        vals = [r[k] for r in rows if math.isfinite(r[k])]
+        out[k] = sum(vals) / len(vals) if vals else math.nan
+    return out
+
+
+def _sweep_rows(prog: _Program, members: list[_MemberLog], summaries, member_sps: float) -> list[dict[str, Any]]:
+    rows = []
+    for i, (m, s) in enumerate(zip(members, summaries, strict=True)):
+        hp = {n: float(prog.members[i]["hyperparams"].get(n, getattr(prog.plan.config, n))) for n in HYPERPARAM_NAMES}
+        rows.append({
+            "member": i, "seed": s["seed"], **hp,
+            "final_eval_return": s["final_eval_return"], "best_eval_return": s["best_eval_return"],
+            "auc_eval_return": sweep_lib.area_under_curve(np.array(m.steps), np.array(m.returns)),
+            "env_steps": s["env_steps"], "env_steps_per_second": member_sps,
+            "diverged_at_env_step": "" if m.diverged_at is None else m.diverged_at,
+        })  # fmt: skip
+    return rows
+
+
+def _split_nonfinite(metrics, n_members: int, is_sweep: bool) -> tuple[dict[str, Any], list[dict[str, int]]]:
+    """The chunk's metrics without its non-finite report, and per member {quantity: first bad iteration}."""
+    report = {k: np.asarray(v) for k, v in metrics.items() if k.startswith(health.NONFINITE_PREFIX)}
+    rest = {k: v for k, v in metrics.items() if k not in report}
+    per_member = [
+        health.split_nonfinite({k: v[i] if is_sweep else v for k, v in report.items()})[1] for i in range(n_members)
+    ]
+    return rest, per_member
+
+
+def _checkpoint_note(ckpt_dir: str) -> str:
     try:  # loading it is what shows it intact
         saved_steps = checkpoint.load_meta(ckpt_dir)[1]["env_steps"]
-        note = f"the last good checkpoint (env step {saved_steps}) in {ckpt_dir} is intact"
+        return f"the last good checkpoint (env step {saved_steps}) in {ckpt_dir} is intact"
     except checkpoint.CheckpointError:
-        note = f"no checkpoint was written yet in {ckpt_dir}"
-    if nonfinite:
-        return health.nonfinite_message(nonfinite, chunk_start, config.num_envs, note)
-    return f"non-finite {', '.join(bad)} in the chunk ending at env step {env_steps}; {note}"
+        return f"no checkpoint was written yet in {ckpt_dir}"
 
 
-def _meta(config: Config, env_steps: int, best: float, evals_done: int, wall: float) -> dict[str, Any]:
-    return {
+def _nonfinite_text(bad: dict[str, int], chunk_start: int, config: Config, ckpt_dir: str) -> str:
+    return health.nonfinite_message(bad, chunk_start, config.num_envs, _checkpoint_note(ckpt_dir))
+
+
+def _meta(config: Config, env_steps: int, members: list[_MemberLog], evals_done: int, wall: float) -> dict[str, Any]:
+    meta = {
         "env_steps": env_steps,
-        "best_eval_return": best,
+        "best_eval_return": max(m.best for m in members),
         "evals_done": evals_done,
         "wall_time_s": wall,
         "has_buffer": config.checkpoint_buffer,
         "config": config.to_dict(),
     }
-
-
-def _save(ckpt_dir: str, ts, config: Config, meta: dict[str, Any]) -> None:
-    state = ts if config.checkpoint_buffer else ts.replace(replay=None)
-    checkpoint.save(ckpt_dir, state, meta)
+    meta["members"] = [{"best_eval_return": m.best, "diverged_at_env_step": m.diverged_at} for m in members]
+    return meta
 
 
 def _progress_bar(config: Config, env_steps: int, out):
