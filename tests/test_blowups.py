@@ -238,3 +238,15 @@ def test_blow_up_stops_the_run_with_exit_3_and_keeps_the_last_checkpoint(tmp_pat
         x = np.frombuffer(rec["data"], dtype=rec["dtype"])
         if np.issubdtype(x.dtype, np.floating):
             assert np.all(np.isfinite(x)), rec["shape"]
+
+
+def test_the_report_is_split_per_sweep_member():
+    from mjx_tecrl.run import _split_nonfinite
+
+    metrics = {"train/alpha": np.array([0.1, 0.2, 0.3]), NONFINITE_PREFIX + "actor_params": np.array([-1, 4, -1]),
+               NONFINITE_PREFIX + "observations": np.array([-1, 6, 0])}  # fmt: skip
+    rest, per_member = _split_nonfinite(metrics, 3, is_sweep=True)
+    assert list(rest) == ["train/alpha"]
+    assert per_member == [{}, {"actor_params": 4, "observations": 6}, {"observations": 0}]
+    rest, per_member = _split_nonfinite({"x": 1.0, NONFINITE_PREFIX + "log_alpha": np.int32(2)}, 1, is_sweep=False)
+    assert rest == {"x": 1.0} and per_member == [{"log_alpha": 2}]
