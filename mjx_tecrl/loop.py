@@ -83,7 +83,9 @@ class TrainFns:
             action = jax.random.uniform(k_act, (c.num_envs, self.env.action_size), minval=-1.0, maxval=1.0)
         else:
             action, _ = self.learner.sample_action(ts.learner.actor_params, ts.learner, obs, k_act)
-        env_state, transition, stats, valid = rollout.step(self.env, ts.env, action, k_reset, c.episode_length)
+        env_state, transition, stats, valid = rollout.step_with_mask(
+            self.env, ts.env, action, k_reset, c.episode_length
+        )
         learner = ts.learner
         checks = {"observations": ~_all_finite(obs)}
         if c.normalize_obs:

@@ -3,7 +3,7 @@
 Writes are in place (`dynamic_update_slice` on a donated buffer): no copy or roll per insert. The capacity
 is a multiple of the number of rows per insert, so an insert never wraps; slots [0, size) are valid.
 
-Rows marked invalid on insert (a diverged env's transition, see `rollout.step`) never reach a slot that
+Rows marked invalid on insert (a diverged env's transition, see `rollout.step_with_mask`) never reach a slot that
 `sample` can return: each is replaced by a copy of a valid row of the same insert, and an insert with no
 valid row writes nothing. Why copies rather than a per-slot valid flag: sampling uniformly among flagged
 slots needs a prefix sum over the whole capacity per batch (or rejection with a data-dependent loop), while

@@ -76,6 +76,13 @@ def _physics_arrays(sim: Any) -> list[jax.Array]:
 
 def step(
     env, state: EnvState, action: jax.Array, key: jax.Array, episode_length: int
+) -> tuple[EnvState, Transition, EpisodeStats]:
+    """`step_with_mask` without the mask: (state, transition, stats)."""
+    return step_with_mask(env, state, action, key, episode_length)[:3]
+
+
+def step_with_mask(
+    env, state: EnvState, action: jax.Array, key: jax.Array, episode_length: int
 ) -> tuple[EnvState, Transition, EpisodeStats, jax.Array]:
     """Step all envs, reset those that finished or diverged, and return the transition with the TRUE next_obs.
 

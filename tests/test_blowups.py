@@ -21,7 +21,7 @@ from mjx_tecrl.types import Transition
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
-_step = jax.jit(rollout.step, static_argnums=(0, 4))
+_step = jax.jit(rollout.step_with_mask, static_argnums=(0, 4))
 
 
 # --- rollout: a diverged env is reset, counted and marked invalid ------------------------------------

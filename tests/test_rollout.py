@@ -27,7 +27,7 @@ def run(env, num_envs, episode_length, num_steps, seed=0, state=None):
     states, transitions, stats = [state], [], []
     for i in range(num_steps):
         action = jnp.full((num_envs, env.action_size), 0.1 * (i + 1), jnp.float32)
-        state, tr, st, _ = _step(env, state, action, jax.random.fold_in(key, i), episode_length)
+        state, tr, st = _step(env, state, action, jax.random.fold_in(key, i), episode_length)
         states.append(state)
         transitions.append(jax.tree.map(np.asarray, tr))
         stats.append(jax.tree.map(float, st))
