@@ -61,6 +61,21 @@ def save(directory: str, state: Any, meta: dict[str, Any]) -> str:
     return target
 
 
+def remove_stale_temps(directory: str) -> list[str]:
+    """Delete temp files left by a writer killed mid-save (never read by loaders); returns their names.
+
+    Call only where no other process saves into `directory` (a run directory has one writer)."""
+    if not os.path.isdir(directory):
+        return []
+    stale = [n for n in os.listdir(directory) if n.startswith(".tmp-") and n.endswith(".ckpt")]
+    for name in stale:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass
+    return stale
+
+
 def load_meta(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(payload, meta) of directory/latest.ckpt; raises CheckpointError if absent or unreadable."""
     path = os.path.join(directory, LATEST)

@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run(plan)
+    except ConfigError as e:  # e.g. a state too large for the memory: found before anything is written
+        fail(str(e))
     except CheckpointError as e:  # e.g. a checkpoint of another structure: refused, nothing written
         fail(f"--resume {plan.run_dir!r}: {e}")
     except NonFiniteError as e:

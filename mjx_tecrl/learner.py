@@ -164,6 +164,7 @@ class Learner:
             "train/q_r": jnp.mean(q),
             "train/critic_std": jnp.mean(std),
             "train/alpha": alpha,
+            "diag/grad_norm_reward_critic": optax.tree.norm(grad_r),
         }
 
         # Entropy critic (PIS).
@@ -182,6 +183,7 @@ class Learner:
             new = new.replace(entropy_critic_params=entropy_params, entropy_critic_opt_state=entropy_opt)
             metrics["train/loss_entropy_critic"] = loss_e
             metrics["train/q_e"] = jnp.mean(q_e)
+            metrics["diag/grad_norm_entropy_critic"] = optax.tree.norm(grad_e)
 
         if update_actor:
             new, actor_metrics = self._actor_temperature_targets(state, new, obs, key_new, alpha)
@@ -229,6 +231,8 @@ class Learner:
             "train/loss_actor": loss_pi,
             "train/loss_temperature": loss_alpha,
             "train/policy_entropy": -jnp.mean(log_prob),
+            "diag/grad_norm_actor": optax.tree.norm(grad_pi),
+            "diag/grad_norm_temperature": jnp.abs(grad_alpha),
         }
         if self.uses_entropy_critic:
             metrics["train/trajectory_entropy"] = jnp.mean(-log_prob + q_e)

@@ -32,14 +32,36 @@ def write_json(path: str, obj: Any) -> None:
 class RunLogger:
     """TensorBoard scalars under the metric names, and one metrics.csv row per evaluation."""
 
-    def __init__(self, run_dir: str, tensorboard: bool = True):
+    def __init__(self, run_dir: str, tensorboard: bool = True, resume_step: int | None = None):
+        """`resume_step`: the env step of the checkpoint a resumed run continues from. Rows and events logged
+        after it by the killed process (whose chunk the checkpoint does not hold) are dropped from metrics.csv
+        and hidden from TensorBoard (purge_step), so the repeated chunk is not logged twice."""
         self.run_dir = run_dir
         self.csv_path = os.path.join(run_dir, "metrics.csv")
         self._writer = None
+        if resume_step is not None:
+            self._drop_rows_after(resume_step)
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(os.path.join(run_dir, "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self._writer = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=purge)
+
+    def _drop_rows_after(self, env_steps: int) -> None:
+        if not os.path.exists(self.csv_path):
+            return
+        with open(self.csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return
+        col = rows[0].index("env_steps") if "env_steps" in rows[0] else None
+        keep = [rows[0]] + [r for r in rows[1:] if col is None or (r and float(r[col]) <= env_steps)]
+        if len(keep) == len(rows):
+            return
+        tmp = self.csv_path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+        os.replace(tmp, self.csv_path)
 
     def scalars(self, metrics: dict[str, float], env_steps: int) -> None:
         if self._writer is None:

@@ -3,6 +3,11 @@
 One iteration: the actor acts in every env, the envs step (vmapped, auto-reset in program), the
 transitions go into the on-device ring buffer, then `updates_per_iter` learner updates run. A chunk
 is a `lax.scan` over iterations; nothing leaves the device inside it.
+
+Non-finite tracking: every iteration reduces the observations the actor saw and the parameters after its
+updates to one "non-finite" boolean each; with the per-iteration learner metrics (losses, gradient norms)
+they become, per chunk, `diag/nonfinite/<quantity>`: the first iteration of the chunk at which that
+quantity was NaN or inf, or -1 (see `mjx_tecrl.health` for the host side).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from mjx_tecrl import rollout
 from mjx_tecrl.config import Config, Hyperparams
 from mjx_tecrl.learner import Learner, LearnerState
 from mjx_tecrl.types import normalizer_update
+
+NONFINITE_PREFIX = "diag/nonfinite/"
 
 
 @struct.dataclass
@@ -76,17 +83,21 @@ class TrainFns:
             action = jax.random.uniform(k_act, (c.num_envs, self.env.action_size), minval=-1.0, maxval=1.0)
         else:
             action, _ = self.learner.sample_action(ts.learner.actor_params, ts.learner, obs, k_act)
-        env_state, transition, stats = rollout.step(self.env, ts.env, action, k_reset, c.episode_length)
+        env_state, transition, stats, valid = rollout.step_with_mask(
+            self.env, ts.env, action, k_reset, c.episode_length
+        )
         learner = ts.learner
+        checks = {"observations": ~_all_finite(obs)}
         if c.normalize_obs:
             learner = learner.replace(obs_normalizer=normalizer_update(learner.obs_normalizer, obs))
+            checks["obs_normalizer"] = ~_all_finite(learner.obs_normalizer)
         ts = ts.replace(
             learner=learner,
-            replay=replay_lib.add(ts.replay, transition),
+            replay=replay_lib.add(ts.replay, transition, valid),
             env=env_state,
             iteration=ts.iteration + 1,
         )
-        return ts, stats
+        return ts, stats, checks
 
     def _updates(self, learner: LearnerState, replay, key: jax.Array):
         """`updates_per_iter` updates as a static schedule: blocks of `policy_delay`, actor on the first."""
@@ -110,14 +121,16 @@ class TrainFns:
         return learner, jax.tree.map(jnp.mean, metrics)
 
     def train_iteration(self, ts: TrainState, _=None):
+        """One iteration; returns (state, (metrics, (episode stats, non-finite checks)))."""
         key, k_step, k_update = jax.random.split(ts.key, 3)
-        ts, stats = self._act_and_store(ts.replace(key=key), k_step, random_actions=False)
+        ts, stats, checks = self._act_and_store(ts.replace(key=key), k_step, random_actions=False)
         learner, metrics = self._updates(ts.learner, ts.replay, k_update)
-        return ts.replace(learner=learner), (metrics, stats)
+        checks.update(_param_checks(learner))
+        return ts.replace(learner=learner), (metrics, (stats, checks))
 
     def warmup_iteration(self, ts: TrainState, _=None):
         key, k_step = jax.random.split(ts.key)
-        ts, stats = self._act_and_store(ts.replace(key=key), k_step, random_actions=True)
+        ts, stats, _ = self._act_and_store(ts.replace(key=key), k_step, random_actions=True)
         return ts, stats
 
     # --- chunks (what the host calls) ---------------------------------------------------------
@@ -127,10 +140,13 @@ class TrainFns:
         return ts, _episode_metrics(stats)
 
     def run_chunk(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """`chunk_iters` training iterations; returns chunk-mean metrics (spec §8 names)."""
-        ts, (metrics, stats) = jax.lax.scan(self.train_iteration, ts, None, length=self.chunk_iters)
+        """`chunk_iters` training iterations; returns chunk-mean metrics (spec §8 names), the chunk's count of
+        diverged env steps (`train/diverged_envs`) and its non-finite report (`diag/nonfinite/*`, see above)."""
+        ts, (metrics, (stats, checks)) = jax.lax.scan(self.train_iteration, ts, None, length=self.chunk_iters)
         out = jax.tree.map(jnp.mean, metrics)
         out.update(_episode_metrics(stats))
+        flags = {name: ~jnp.isfinite(v) for name, v in metrics.items()} | checks  # each [chunk_iters] bool
+        out.update({NONFINITE_PREFIX + name: _first_true(f) for name, f in flags.items()})
         return ts, out
 
     def train(self, key: jax.Array, num_chunks: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -146,28 +162,32 @@ class TrainFns:
         c = self.config
         n = c.num_eval_envs
         sim = jax.vmap(self.env.reset)(jax.random.split(key, n))
-        init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool))
+        zeros = jnp.zeros((n,), bool)
+        init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool), zeros)
 
         def cond(carry):
-            _, _, length, alive = carry
+            _, _, length, alive, _ = carry
             return jnp.any(alive) & (jnp.max(length) < c.episode_length)
 
         def body(carry):
-            sim, ret, length, alive = carry
+            sim, ret, length, alive, lost = carry
             action = self.learner.deterministic_action(learner, sim.obs)
             nxt = jax.vmap(self.env.step)(sim, action)
-            ret = ret + jnp.where(alive, nxt.reward, 0.0)
+            bad = rollout.diverged(nxt)  # a diverged episode ends there, its last reward left out, and is counted
+            ret = ret + jnp.where(alive & ~bad, nxt.reward, 0.0)
             length = length + alive.astype(jnp.int32)
-            alive = alive & (nxt.done < 0.5)
-            return nxt, ret, length, alive
+            lost = lost | (alive & bad)
+            alive = alive & (nxt.done < 0.5) & ~bad
+            return nxt, ret, length, alive, lost
 
-        _, ret, length, _ = jax.lax.while_loop(cond, body, init)
+        _, ret, length, alive, lost = jax.lax.while_loop(cond, body, init)
         return {
             "eval/episode_return": jnp.mean(ret),
             "eval/episode_return_std": jnp.std(ret),
             "eval/episode_return_min": jnp.min(ret),
             "eval/episode_return_max": jnp.max(ret),
             "eval/episode_length": jnp.mean(length.astype(jnp.float32)),
+            "eval/diverged_episodes": jnp.sum(lost.astype(jnp.float32)),
         }
 
 
@@ -177,7 +197,31 @@ def _episode_metrics(stats: rollout.EpisodeStats) -> dict[str, jax.Array]:
         "train/episodes": count,
         "train/episode_return": jnp.sum(stats.return_sum) / jnp.maximum(count, 1.0),
         "train/episode_length": jnp.sum(stats.length_sum) / jnp.maximum(count, 1.0),
+        "train/diverged_envs": jnp.sum(stats.diverged),
     }
+
+
+def _all_finite(tree) -> jax.Array:
+    """One boolean: every element of every leaf is finite (one fused reduction per leaf)."""
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.ones((), bool)
+
+
+def _param_checks(learner: LearnerState) -> dict[str, jax.Array]:
+    """Non-finite flags of the parameters after an iteration's updates (targets follow them by Polyak)."""
+    checks = {
+        "actor_params": ~_all_finite(learner.actor_params),
+        "reward_critic_params": ~_all_finite(learner.reward_critic_params),
+        "log_alpha": ~jnp.isfinite(learner.log_alpha),
+    }
+    if learner.entropy_critic_params is not None:
+        checks["entropy_critic_params"] = ~_all_finite(learner.entropy_critic_params)
+    return checks
+
+
+def _first_true(flags: jax.Array) -> jax.Array:
+    """Index of the first True in a [T] bool vector, or -1 (int32)."""
+    return jnp.where(jnp.any(flags), jnp.argmax(flags), -1).astype(jnp.int32)
 
 
 def make_train(config: Config, env) -> TrainFns:

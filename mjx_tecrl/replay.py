@@ -2,6 +2,13 @@
 
 Writes are in place (`dynamic_update_slice` on a donated buffer): no copy or roll per insert. The capacity
 is a multiple of the number of rows per insert, so an insert never wraps; slots [0, size) are valid.
+
+Rows marked invalid on insert (a diverged env's transition, see `rollout.step_with_mask`) never reach a slot that
+`sample` can return: each is replaced by a copy of a valid row of the same insert, and an insert with no
+valid row writes nothing. Why copies rather than a per-slot valid flag: sampling uniformly among flagged
+slots needs a prefix sum over the whole capacity per batch (or rejection with a data-dependent loop), while
+a copy costs one gather of N rows per insert and keeps `sample` a plain uniform draw over [0, size); the
+price is that a few transitions appear twice in the buffer, in proportion to the divergence rate.
 """
 
 from __future__ import annotations
@@ -39,22 +46,42 @@ def capacity(state: ReplayState) -> int:
     return state.data.reward.shape[0]
 
 
-def add(state: ReplayState, rows: Transition) -> ReplayState:
-    """Write N rows at insert_pos; capacity % N == 0 is required (Config.buffer_capacity ensures it)."""
+def add(state: ReplayState, rows: Transition, valid: jax.Array | None = None) -> ReplayState:
+    """Write N rows at insert_pos; capacity % N == 0 is required (Config.buffer_capacity ensures it).
+
+    `valid` [N] bool (default all): invalid rows are replaced by copies of valid ones; with none valid the
+    insert is a no-op (the slots keep their contents and insert_pos / size do not move).
+    """
     cap = capacity(state)
     n = rows.reward.shape[0]
     if cap % n:
         raise ValueError(f"buffer capacity {cap} is not a multiple of the insert size {n}")
-    data = jax.tree.map(
-        lambda buf, x: jax.lax.dynamic_update_slice_in_dim(buf, x.astype(buf.dtype), state.insert_pos, 0),
-        state.data,
-        rows,
-    )
+    written = jnp.ones((), bool)
+    if valid is not None:
+        rows, written = _fill_invalid(rows, valid)
+
+    def write(buf, x):
+        x = x.astype(buf.dtype)
+        if valid is not None:
+            x = jnp.where(written, x, jax.lax.dynamic_slice_in_dim(buf, state.insert_pos, n, 0))
+        return jax.lax.dynamic_update_slice_in_dim(buf, x, state.insert_pos, 0)
+
+    step = jnp.where(written, n, 0)
     return ReplayState(
-        data=data,
-        insert_pos=(state.insert_pos + n) % cap,
-        size=jnp.minimum(state.size + n, cap),
+        data=jax.tree.map(write, state.data, rows),
+        insert_pos=(state.insert_pos + step) % cap,
+        size=jnp.minimum(state.size + step, cap),
     )
+
+
+def _fill_invalid(rows: Transition, valid: jax.Array) -> tuple[Transition, jax.Array]:
+    """Rows with each invalid one replaced by a valid one (spread over the valid rows), and whether any is valid."""
+    n = valid.shape[0]
+    num_valid = jnp.sum(valid.astype(jnp.int32))
+    order = jnp.argsort(jnp.where(valid, 0, 1), stable=True)  # valid rows first, in their order
+    rank = jnp.cumsum(~valid) - 1  # the k-th invalid row copies the (k mod num_valid)-th valid one
+    src = jnp.where(valid, jnp.arange(n), order[rank % jnp.maximum(num_valid, 1)])
+    return jax.tree.map(lambda x: jnp.take(x, src, axis=0), rows), num_valid > 0
 
 
 def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Transition:

@@ -1,4 +1,9 @@
-"""Vmapped env stepping with in-program auto-reset that keeps the true final observation (spec §2.7)."""
+"""Vmapped env stepping with in-program auto-reset that keeps the true final observation (spec §2.7).
+
+An env whose physics diverges (non-finite observation or reward, or |qpos| / |qvel| beyond
+`DIVERGENCE_LIMIT`, which MJX can produce) is reset like a finished episode, counted in
+`EpisodeStats.diverged`, and its transition is marked invalid so the replay buffer never stores it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from mjx_tecrl.types import Transition
+
+DIVERGENCE_LIMIT = 1e6  # |qpos| or |qvel| above this (or NaN / inf anywhere) counts as diverged physics
 
 
 @struct.dataclass
@@ -22,15 +29,16 @@ class EnvState:
 
 @struct.dataclass
 class EpisodeStats:
-    """Completed-episode sums over a chunk, kept on the device."""
+    """Completed-episode sums over a chunk, and the count of diverged (reset, not stored) env steps."""
 
     count: jax.Array
     return_sum: jax.Array
     length_sum: jax.Array
+    diverged: jax.Array
 
     @classmethod
     def zeros(cls) -> EpisodeStats:
-        return cls(*(jnp.zeros((), jnp.float32) for _ in range(3)))
+        return cls(*(jnp.zeros((), jnp.float32) for _ in range(4)))
 
 
 def reset(env, key: jax.Array, num_envs: int) -> EnvState:
@@ -42,26 +50,63 @@ def reset(env, key: jax.Array, num_envs: int) -> EnvState:
     )
 
 
+def diverged(sim: Any) -> jax.Array:
+    """[N] bool: the env's observation or reward is not finite, or its qpos / qvel is NaN, inf or huge.
+
+    qpos / qvel are read from `sim.pipeline_state` (MJX: qpos, qvel; brax generalized: q, qd) when there is
+    one; envs without it are judged by observation and reward alone. A few reductions per step.
+    """
+    n = sim.reward.shape[0]
+    bad = ~jnp.all(jnp.isfinite(sim.obs.reshape(n, -1)), axis=1) | ~jnp.isfinite(sim.reward)
+    for x in _physics_arrays(sim):
+        bad = bad | ~jnp.all(jnp.abs(x.reshape(n, -1)) <= DIVERGENCE_LIMIT, axis=1)  # NaN fails <= too
+    return bad
+
+
+def _physics_arrays(sim: Any) -> list[jax.Array]:
+    ps = getattr(sim, "pipeline_state", None)
+    if ps is None:
+        return []
+    for names in (("qpos", "qvel"), ("q", "qd")):
+        found = [getattr(ps, name, None) for name in names]
+        if all(x is not None for x in found):
+            return found
+    return []
+
+
 def step(
     env, state: EnvState, action: jax.Array, key: jax.Array, episode_length: int
 ) -> tuple[EnvState, Transition, EpisodeStats]:
-    """Step all envs, reset those that finished, and return the transition with the TRUE next_obs.
+    """`step_with_mask` without the mask: (state, transition, stats)."""
+    return step_with_mask(env, state, action, key, episode_length)[:3]
+
+
+def step_with_mask(
+    env, state: EnvState, action: jax.Array, key: jax.Array, episode_length: int
+) -> tuple[EnvState, Transition, EpisodeStats, jax.Array]:
+    """Step all envs, reset those that finished or diverged, and return the transition with the TRUE next_obs.
+
+    Returns (state, transition, stats, valid): `valid` [N] is False for envs whose physics diverged in
+    this step; their rows of `transition` hold garbage and must not be stored (`replay.add(..., valid)`).
 
     Warning: termination and truncation differ. `terminated` comes from the task; `truncated` is the
     time limit and stays bootstrapped. A step that is both counts as terminated.
     """
     obs = state.sim.obs
     nxt = jax.vmap(env.step)(state.sim, action)
+    bad = diverged(nxt)
     episode_step = state.episode_step + 1
     terminated = nxt.done > 0.5  # [N]
     truncated = (episode_step >= episode_length) & ~terminated
-    done = terminated | truncated
+    finished = (terminated | truncated) & ~bad  # a diverged episode is not a completed one
+    done = finished | bad  # reset either way
     # Mask with where, never by multiplying: a diverged env may hold NaN (NaN * 0 = NaN).
     episode_return = state.episode_return + jnp.where(jnp.isfinite(nxt.reward), nxt.reward, 0.0)
     stats = EpisodeStats(
-        count=jnp.sum(done.astype(jnp.float32)),
-        return_sum=jnp.sum(jnp.where(done, episode_return, 0.0)),
-        length_sum=jnp.sum(jnp.where(done, episode_step, 0).astype(jnp.float32)),
+        count=jnp.sum(finished.astype(jnp.float32)),
+        return_sum=jnp.sum(jnp.where(finished, episode_return, 0.0)),
+        length_sum=jnp.sum(jnp.where(finished, episode_step, 0).astype(jnp.float32)),
+        diverged=jnp.sum(bad.astype(jnp.float32)),
     )
     transition = Transition(
         obs=obs,
@@ -83,7 +128,7 @@ def step(
         episode_step=jnp.where(done, 0, episode_step),
         episode_return=jnp.where(done, 0.0, episode_return),
     )
-    return new_state, transition, stats
+    return new_state, transition, stats, ~bad
 
 
 def _bcast(mask: jax.Array, x: jax.Array) -> jax.Array:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjx_tecrl import checkpoint, policy
+from mjx_tecrl import checkpoint, health, memory, policy
 from mjx_tecrl import sweep as sweep_lib
 from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
@@ -167,11 +167,14 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
 
     The summary is also written to summary.json (a sweep's: one per member, plus sweep.csv and sweep.png).
     With several processes (`jax.distributed`), all compute and process 0 alone writes.
+    Raises ConfigError, before anything is compiled or written, if the state would not fit in memory.
     """
     from mjx_tecrl.envs import registry
     from mjx_tecrl.loop import make_train
 
     config, run_dir = plan.config, plan.run_dir
+    env = registry.make(config.env)
+    memory.check(config, env, members=max(len(plan.members), 1))  # before anything is compiled or written
     writer = jax.process_index() == 0
     if not writer:
         out = open(os.devnull, "w")  # noqa: SIM115 - the other processes compute and stay quiet
@@ -191,7 +194,6 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                 sweep_doc = {**plan.sweep.to_dict(), "members": list(plan.members)}
                 write_json(os.path.join(run_dir, policy.SWEEP_FILE), sweep_doc)
 
-    env = registry.make(config.env)
     fns = make_train(config, env)
     prog = _Program.build(plan, fns)
     if prog.note:
@@ -203,6 +205,8 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     fresh_meta: dict[str, Any] = {"best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
     meta = fresh_meta
     if plan.resume:
+        if writer:
+            checkpoint.remove_stale_temps(ckpt_dir)  # a kill mid-save leaves one; latest.ckpt is the previous
         payload, saved_meta = checkpoint.load_meta(ckpt_dir)
         if saved_meta.get("has_buffer", True):
             restored, meta = checkpoint.restore(ckpt_dir, ts, payload)
@@ -221,8 +225,9 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     compile_time = time.time() - t_compile
     print(f"compiled in {compile_time:.1f}s", file=out, flush=True)
 
+    resume_step = int(meta["env_steps"]) if plan.resume else None  # later rows: a chunk the kill lost
     members = [
-        _MemberLog.open(prog.metrics_dir(i), writer, tensorboard=n_members <= MAX_TENSORBOARD_MEMBERS)
+        _MemberLog.open(prog.metrics_dir(i), writer, n_members <= MAX_TENSORBOARD_MEMBERS, resume_step)
         for i in range(n_members)
     ]
     for i, m in enumerate(members):
@@ -239,11 +244,14 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
         with _StopFlag() as stop:
             while env_steps < config.total_steps:
                 t0 = time.time()
+                chunk_start = env_steps
                 ts, metrics = chunk_fn(ts)
-                metrics = prog.to_host(metrics)
+                metrics, nonfinite = _split_nonfinite(prog.to_host(metrics), n_members, plan.is_sweep)
                 chunk_time = time.time() - t0
                 train_time += chunk_time
                 env_steps = prog.iteration(ts.iteration) * config.num_envs
+                if nonfinite[0] and not plan.is_sweep:
+                    raise NonFiniteError(_nonfinite_text(nonfinite[0], chunk_start, config, ckpt_dir))
                 evaluation = prog.to_host(eval_fn(ts.learner, prog.eval_keys(evals_done)))
                 evals_done += 1
                 sps = steps_per_chunk / max(chunk_time, 1e-9)  # per member; the chunk alone, eval excluded
@@ -257,13 +265,18 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                     if bad and not plan.is_sweep:
                         raise NonFiniteError(
                             f"non-finite {', '.join(bad)} in the chunk ending at env step {env_steps}; "
-                            f"the last good checkpoint in {ckpt_dir} is intact"
+                            + _checkpoint_note(ckpt_dir)
                         )
-                    if bad and m.diverged_at is None:
+                    if (bad or nonfinite[i]) and m.diverged_at is None:
                         m.diverged_at = env_steps
+                        what = (
+                            health.nonfinite_message(nonfinite[i], chunk_start, config.num_envs)
+                            if nonfinite[i]
+                            else f"non-finite {', '.join(bad[:3])} by env step {env_steps}"
+                        )
                         print(
-                            f"member {i} ({prog.label(i)}) went non-finite ({', '.join(bad[:3])}) by env step "
-                            f"{env_steps}; it is marked diverged and the other members go on",
+                            f"member {i} ({prog.label(i)}) went {what}; it is marked diverged and the other "
+                            "members go on",
                             file=out,
                             flush=True,
                         )
@@ -358,11 +371,11 @@ class _MemberLog:
     returns: list[float] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def open(cls, directory: str, writer: bool, tensorboard: bool) -> _MemberLog:
+    def open(cls, directory: str, writer: bool, tensorboard: bool, resume_step: int | None = None) -> _MemberLog:
         if not writer:
             return cls(None)
         os.makedirs(directory, exist_ok=True)
-        return cls(RunLogger(directory, tensorboard=tensorboard))
+        return cls(RunLogger(directory, tensorboard=tensorboard, resume_step=resume_step))
 
     def restore(self, meta: dict[str, Any], index: int) -> None:
         saved = meta.get("members")
@@ -535,6 +548,28 @@ def _sweep_rows(prog: _Program, members: list[_MemberLog], summaries, member_sps
             "diverged_at_env_step": "" if m.diverged_at is None else m.diverged_at,
         })  # fmt: skip
     return rows
+
+
+def _split_nonfinite(metrics, n_members: int, is_sweep: bool) -> tuple[dict[str, Any], list[dict[str, int]]]:
+    """The chunk's metrics without its non-finite report, and per member {quantity: first bad iteration}."""
+    report = {k: np.asarray(v) for k, v in metrics.items() if k.startswith(health.NONFINITE_PREFIX)}
+    rest = {k: v for k, v in metrics.items() if k not in report}
+    per_member = [
+        health.split_nonfinite({k: v[i] if is_sweep else v for k, v in report.items()})[1] for i in range(n_members)
+    ]
+    return rest, per_member
+
+
+def _checkpoint_note(ckpt_dir: str) -> str:
+    try:  # loading it is what shows it intact
+        saved_steps = checkpoint.load_meta(ckpt_dir)[1]["env_steps"]
+        return f"the last good checkpoint (env step {saved_steps}) in {ckpt_dir} is intact"
+    except checkpoint.CheckpointError:
+        return f"no checkpoint was written yet in {ckpt_dir}"
+
+
+def _nonfinite_text(bad: dict[str, int], chunk_start: int, config: Config, ckpt_dir: str) -> str:
+    return health.nonfinite_message(bad, chunk_start, config.num_envs, _checkpoint_note(ckpt_dir))
 
 
 def _meta(config: Config, env_steps: int, members: list[_MemberLog], evals_done: int, wall: float) -> dict[str, Any]:

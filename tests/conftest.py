@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import pytest
@@ -43,3 +44,16 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture(scope="session")
+def xla_cache_env(tmp_path_factory):
+    """Environment for `python train.py` subprocesses sharing one persistent XLA compilation cache per test
+    session: runs with the same program shapes (tests/test_run.py's TINY flags) compile once between them."""
+    cache = tmp_path_factory.mktemp("xla_cache")
+    return {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }

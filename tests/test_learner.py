@@ -113,11 +113,12 @@ _normal = _jit(lambda k, shape: jax.random.normal(k, shape), static_argnums=1)
 
 
 def expected_metric_names(algo, update_actor):
-    names = {"train/alpha", "train/q_r", "train/critic_std", "train/loss_reward_critic"}
+    names = {"train/alpha", "train/q_r", "train/critic_std", "train/loss_reward_critic", "diag/grad_norm_reward_critic"}
     if algo in DSAC_E:
-        names |= {"train/q_e", "train/loss_entropy_critic"}
+        names |= {"train/q_e", "train/loss_entropy_critic", "diag/grad_norm_entropy_critic"}
     if update_actor:
         names |= {"train/loss_actor", "train/loss_temperature", "train/policy_entropy"}
+        names |= {"diag/grad_norm_actor", "diag/grad_norm_temperature"}
         if algo in DSAC_E:
             names.add("train/trajectory_entropy")
         if algo == "dsac-e":
@@ -137,6 +138,8 @@ def test_update_runs_under_jit_with_spec_metrics(algo):
         assert "train/entropy_budget" not in metrics
     for name, value in metrics.items():
         assert np.all(np.isfinite(np.asarray(value))), name
+    grad_norms = [float(v) for k, v in metrics.items() if k.startswith("diag/grad_norm_")]
+    assert len(grad_norms) == (4 if algo in DSAC_E else 3) and all(g > 0.0 for g in grad_norms)
     assert all_finite(new)
     assert float(metrics["train/alpha"]) == pytest.approx(np.e, rel=1e-6)  # log alpha starts at 1.0
     if algo == "dsac-e":

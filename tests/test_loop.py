@@ -210,7 +210,8 @@ def test_evaluate_counter_env(setup, tiny_config, terminate_after, episode_lengt
     out = _np(jax.jit(fns.evaluate)(learner, jax.random.PRNGKey(1)))
     expected = min(terminate_after, episode_length) if terminate_after else episode_length
     assert set(out) == {"eval/episode_return", "eval/episode_return_std", "eval/episode_return_min",
-                        "eval/episode_return_max", "eval/episode_length"}  # fmt: skip
+                        "eval/episode_return_max", "eval/episode_length", "eval/diverged_episodes"}  # fmt: skip
+    assert out["eval/diverged_episodes"] == 0.0
     assert out["eval/episode_return"] == expected  # reward 1 per step
     assert out["eval/episode_length"] == expected
     assert out["eval/episode_return_min"] == expected == out["eval/episode_return_max"]

@@ -77,15 +77,9 @@ def _summary(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, xla_cache_env):
     base = tmp_path_factory.mktemp("runs")
-    cache = tmp_path_factory.mktemp("xla_cache")
-    env = {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
+    env = xla_cache_env  # shared with tests/test_kills.py's runs, which use the same TINY flags
     a, b, c = base / "A", base / "B", base / "C"
 
     # Phase 1 (pays the compile): B's first chunk.

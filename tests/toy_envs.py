@@ -85,3 +85,59 @@ class RandomLengthEnv(CounterEnv):
             t=t,
             episode_id=state.episode_id,
         )
+
+
+@struct.dataclass
+class ToyPhysics:
+    """Stands in for MJX's `pipeline_state`: what `rollout.diverged` reads qpos / qvel from."""
+
+    qpos: jax.Array
+    qvel: jax.Array
+
+
+@struct.dataclass
+class ToyPhysicsState(ToyState):
+    pipeline_state: ToyPhysics = None
+
+
+class DivergingEnv(CounterEnv):
+    """CounterEnv with a `pipeline_state` whose physics diverges on demand: any step with action > `threshold`.
+
+    `mode` says how: "nan_qpos" (NaN qpos, observation still finite), "huge_qvel" (|qvel| = 1e7, finite),
+    "nan_obs" (NaN observation), "inf_reward" (reward +inf); the diverged step's reward is -1 (a marker the
+    replay buffer must never hold) unless it is inf. Otherwise qpos = [t], qvel = [1], reward 1.
+    """
+
+    MODES = ("nan_qpos", "huge_qvel", "nan_obs", "inf_reward")
+
+    def __init__(self, mode: str = "nan_qpos", threshold: float = 0.5, terminate_after: int = 0):
+        super().__init__(terminate_after=terminate_after)
+        assert mode in self.MODES, mode
+        self.mode, self.threshold = mode, threshold
+
+    def reset(self, key: jax.Array) -> ToyPhysicsState:
+        s = super().reset(key)
+        physics = ToyPhysics(qpos=jnp.zeros((1,)), qvel=jnp.ones((1,)))
+        return ToyPhysicsState(s.obs, s.reward, s.done, s.t, s.episode_id, pipeline_state=physics)
+
+    def step(self, state: ToyPhysicsState, action: jax.Array) -> ToyPhysicsState:
+        s = super().step(state, action)
+        blow = action[0] > self.threshold
+        qpos = jnp.where(blow & (self.mode == "nan_qpos"), jnp.nan, s.t.astype(jnp.float32))[None]
+        qvel = jnp.where(blow & (self.mode == "huge_qvel"), jnp.float32(1e7), jnp.float32(1.0))[None]
+        obs = jnp.where(blow & (self.mode == "nan_obs"), jnp.nan, s.obs)
+        reward = jnp.where(blow, jnp.where(self.mode == "inf_reward", jnp.inf, -1.0), s.reward)  # -1: a marker
+        return ToyPhysicsState(obs, reward, s.done, s.t, s.episode_id, pipeline_state=ToyPhysics(qpos, qvel))
+
+
+class HugeRewardEnv(CounterEnv):
+    """CounterEnv whose reward is 1e38 (finite, so not a divergence) at step `blow_up_at` of an episode, which
+    then terminates: stored and learned from, it overflows the reward critic's loss (a numerical blow-up)."""
+
+    def __init__(self, blow_up_at: int):
+        super().__init__(terminate_after=blow_up_at)
+        self.blow_up_at = blow_up_at
+
+    def step(self, state: ToyState, action: jax.Array) -> ToyState:
+        s = super().step(state, action)
+        return s.replace(reward=jnp.where(s.t >= self.blow_up_at, jnp.float32(1e38), jnp.float32(1.0)))
