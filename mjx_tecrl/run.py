@@ -136,7 +136,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     if not plan.resume:
         write_json(os.path.join(run_dir, "config.json"), config.to_dict())
 
-    env = registry.make(config.env)
+    env = registry.make(config.env, physics=config.physics)
     fns = make_train(config, env)
     steps_per_chunk = fns.chunk_iters * config.num_envs
     t_start = time.time()
