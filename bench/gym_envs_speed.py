@@ -20,7 +20,7 @@ from mjx_tecrl.envs import registry
 from mjx_tecrl import rollout
 
 
-def measure(name: str, physics: str, num_envs: int, steps: int, repeats: int = 3) -> dict:
+def measure(name: str, physics: str, num_envs: int, steps: int, repeats: int = 2) -> dict:
     env = registry.make(name, physics)
 
     def program(state, key):

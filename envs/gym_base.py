@@ -14,7 +14,7 @@ import contextlib
 import importlib.util
 import io
 import os
-import warnings
+import sys
 from typing import Any, ClassVar
 
 import jax
@@ -57,12 +57,61 @@ def gymnasium_asset(xml_file: str) -> str:
     return path
 
 
+def _plane_capsule_axis_frame(original):
+    """MJX's plane-capsule collider with MuJoCo C's contact frame: first tangent along the capsule axis projected
+    onto the plane, also for steep capsules (MJX 3.17 switches to a fixed axis when that projection is shorter than
+    0.5). With pyramidal friction cones the frame orients the pyramid, so it changes the dynamics (Ant's legs)."""
+
+    def collide(m, d, key, geom):
+        dist, pos, frame = original(m, d, key, geom)  # frame [2 * pairs, 3, 3], two contacts per pair in a row
+        n = jnp.repeat(d.geom_xmat[geom[:, 0]][:, :, 2], 2, axis=0)  # [2 * pairs, 3] plane normals
+        axis = jnp.repeat(d.geom_xmat[geom[:, 1]][:, :, 2], 2, axis=0)  # capsule axes
+        projected = axis - n * jnp.sum(n * axis, axis=-1, keepdims=True)
+        norm = jnp.linalg.norm(projected, axis=-1, keepdims=True)
+        b = jnp.where(norm > 1e-6, projected / jnp.maximum(norm, 1e-6), frame[:, 1])  # vertical capsule: MJX's
+        return dist, pos, jnp.stack([n, b, jnp.cross(n, b)], axis=1)
+
+    collide.ncon = original.ncon
+    collide.axis_frame = True
+    return collide
+
+
+@contextlib.contextmanager
+def c_contact_frames():
+    """While tracing a Gymnasium task, MJX's plane-capsule collider uses MuJoCo C's contact frame (see above).
+    Scoped to the trace, so brax's MJX tasks in the same process keep MJX's own collider."""
+    from mujoco.mjx._src import collision_driver
+    from mujoco.mjx._src.types import GeomType
+
+    table, key = collision_driver._COLLISION_FUNC, (GeomType.PLANE, GeomType.CAPSULE)
+    previous = table[key]
+    if not getattr(previous, "axis_frame", False):
+        table[key] = _plane_capsule_axis_frame(previous)
+    try:
+        yield
+    finally:
+        table[key] = previous
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (MuJoCo's C warnings bypass Python's sys.stderr); exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def load_model(xml_file: str, physics: str) -> mujoco.MjModel:
     """The gymnasium model with MJX's changes: PGS (unsupported) -> Newton; `fast`: fewer solver iterations."""
     if physics not in PHYSICS:
         raise ValueError(f"physics {physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_stderr():  # MuJoCo 4 warns (in C) that half_cheetah.xml's settotalmass is deprecated; it still applies
         model = mujoco.MjModel.from_xml_path(gymnasium_asset(xml_file))
     if model.opt.solver == mujoco.mjtSolver.mjSOL_PGS:
         model.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
@@ -115,7 +164,8 @@ class GymnasiumTask:
         mjx = mjx_module()
         data = mjx.make_data(self.sys)
         data = data.replace(qpos=jnp.asarray(qpos, data.qpos.dtype), qvel=jnp.asarray(qvel, data.qvel.dtype))
-        data = mjx.forward(self.sys, data)
+        with c_contact_frames():
+            data = mjx.forward(self.sys, data)
         zero = jnp.zeros((), jnp.float32)
         return State(
             pipeline_state=data,
@@ -130,7 +180,8 @@ class GymnasiumTask:
         mjx, sys = mjx_module(), self.sys
         before = state.pipeline_state
         data = before.replace(ctrl=jnp.asarray(ctrl, before.ctrl.dtype))
-        data = jax.lax.fori_loop(0, self.frame_skip, lambda _, d: mjx.step(sys, d), data)
+        with c_contact_frames():  # the loop body is traced here, once
+            data = jax.lax.fori_loop(0, self.frame_skip, lambda _, d: mjx.step(sys, d), data)
         if self.post_constraint:
             data = mjx.rne_postconstraint(sys, data)
         reward, terminated, metrics = self.reward_and_termination(before, data, data.ctrl)

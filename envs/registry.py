@@ -107,8 +107,8 @@ _IP, _IDP = {**_TUNED_FAST, "learning_starts": 1_000}, {**_TUNED_FAST, "learning
 _TASKS = {
     "inverted_pendulum": dict(gym_id="InvertedPendulum-v5", brax_scales=True, tuned=_IP),
     "inverted_double_pendulum": dict(gym_id="InvertedDoublePendulum-v5", tuned=_IDP),
-    "reacher": dict(gym_id="Reacher-v5", tuned=_TUNED_3E4),
-    "pusher": dict(gym_id="Pusher-v5", brax_scales=True, tuned=_TUNED_3E4),
+    "reacher": dict(gym_id="Reacher-v5", time_limit=50, tuned=_TUNED_3E4),
+    "pusher": dict(gym_id="Pusher-v5", time_limit=100, brax_scales=True, tuned=_TUNED_3E4),
     "hopper": dict(gym_id="Hopper-v5", tuned=_TUNED_3E4),
     "halfcheetah": dict(gym_id="HalfCheetah-v5", tuned=_TUNED_3E4),
     "ant": dict(gym_id="Ant-v5", tuned=_TUNED_3E4),
@@ -121,7 +121,15 @@ _TASKS = {
 _REGISTRY: dict[str, EnvSpec] = {}
 for _name, _kw in _TASKS.items():
     _presets = dict(tuned=dict(_kw.get("tuned", {})), paper=dict(_kw.get("paper", {})))
-    _REGISTRY[_name] = EnvSpec(name=_name, source=f"gymnasium {_kw['gym_id']} (MJX)", task=_name, **_presets)
+    # Gymnasium's own time limit where it is not 1000 steps (Reacher 50, Pusher 100), as --episode-length.
+    _limit = {"episode_length": _kw["time_limit"]} if "time_limit" in _kw else {}
+    _REGISTRY[_name] = EnvSpec(
+        name=_name,
+        source=f"gymnasium {_kw['gym_id']} (MJX)",
+        task=_name,
+        tuned={**_presets["tuned"], **_limit},
+        paper={**_presets["paper"], **_limit},
+    )
     _backend = _kw.get("brax_backend", "mjx")
     _REGISTRY[f"brax:{_name}"] = EnvSpec(
         name=f"brax:{_name}",
