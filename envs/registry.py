@@ -1,8 +1,9 @@
-"""Registry of tasks by name: `make(name)` and the `--list-envs` table.
+"""Registry of tasks by name: `make(name, physics)` and the `--list-envs` table.
 
-For now every bare name resolves to brax's MJX version of the task (`brax:<name>` too); the
-Gymnasium-faithful tasks will take over the bare names. Swimmer has no MJX version in brax and uses
-brax's `generalized` backend.
+Bare names (`hopper`, `humanoid`, ...) are the Gymnasium MuJoCo v5 tasks running in MJX
+(`mjx_tecrl.envs.gym_tasks`); `brax:<name>` is brax's MJX version of the task (swimmer: brax's generalized
+backend). `physics` picks the solver settings of a Gymnasium task: `faithful` (the file's, closest to
+MuJoCo C) or `fast` (one Newton iteration, as brax's MJX tasks); brax's tasks keep their own.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from mjx_tecrl.envs.gym_base import PHYSICS
 from mjx_tecrl.envs.wrappers import ScaledActionEnv
 
 
@@ -26,26 +28,57 @@ class EnvSpec:
 
     name: str
     source: str
-    brax_name: str
-    backend: str = "mjx"
+    task: str  # the bare name: the key of gym_tasks.TASKS, or brax's environment name
+    kind: str = "gymnasium"  # or "brax"
+    backend: str = "mjx"  # brax's pipeline backend (brax tasks only)
     env_scales_actions: bool = False  # brax's step maps [-1, 1] to the ctrlrange itself
     tuned: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
 
-    def make(self) -> ScaledActionEnv:
-        import io
-        import warnings
+    def make(self, physics: str = "faithful") -> ScaledActionEnv:
+        if physics not in PHYSICS:
+            raise ValueError(f"physics {physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
+        if self.kind != "gymnasium" and physics != "faithful":
+            raise ValueError(f"physics {physics!r} applies to the Gymnasium tasks only, not {self.name!r}")
+        with _mjx_models_on_a_local_device():
+            if self.kind == "gymnasium":
+                from mjx_tecrl.envs.gym_tasks import TASKS
 
-        # mujoco.mjx prints "Failed to import warp" at import on machines without NVIDIA Warp, which
-        # MJX's JAX backend does not need; keep that line out of the user's output.
-        with contextlib.redirect_stdout(io.StringIO()):
-            from brax import envs as brax_envs
+                return ScaledActionEnv(TASKS[self.task][0](physics))
+            return ScaledActionEnv(_make_brax(self.task, self.backend), env_scales_actions=self.env_scales_actions)
 
-        _patch_brax_fluid_clip()
-        with warnings.catch_warnings(), _mjx_models_on_a_local_device():
-            warnings.simplefilter("ignore")
-            env = brax_envs.get_environment(self.brax_name, backend=self.backend)
-        return ScaledActionEnv(env, env_scales_actions=self.env_scales_actions)
+    def describe(self) -> dict[str, Any]:
+        """Observation and action size, control timestep and frame skip, from the model file (no compiling)."""
+        if self.kind != "gymnasium":
+            return {"source": self.source}
+        from mjx_tecrl.envs.gym_base import load_model
+        from mjx_tecrl.envs.gym_tasks import TASKS
+
+        cls, gym_id = TASKS[self.task]
+        model = load_model(cls.xml_file, "faithful")
+        return {
+            "observation_size": cls.observation_dim,
+            "action_size": int(model.nu),
+            "dt": float(model.opt.timestep * cls.frame_skip),
+            "frame_skip": cls.frame_skip,
+            "source": self.source,
+        }
+
+
+def _make_brax(name: str, backend: str) -> Any:
+    import contextlib
+    import io
+    import warnings
+
+    # mujoco.mjx prints "Failed to import warp" at import on machines without NVIDIA Warp, which
+    # MJX's JAX backend does not need; keep that line out of the user's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from brax import envs as brax_envs
+
+    _patch_brax_fluid_clip()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return brax_envs.get_environment(name, backend=backend)
 
 
 @contextlib.contextmanager
@@ -57,8 +90,9 @@ def _mjx_models_on_a_local_device():
     if jax.process_count() == 1:
         yield
         return
-    from mujoco import mjx
+    from mjx_tecrl.envs.gym_base import mjx_module
 
+    mjx = mjx_module()
     original = mjx.put_model
     mjx.put_model = functools.partial(original, device=jax.local_devices()[0])
     try:
@@ -88,39 +122,47 @@ def _patch_brax_fluid_clip() -> None:
 
 # rho: 20 for Humanoid and Walker2d, 1 elsewhere (spec §3.4). `tuned` values were measured on the
 # project's 2-core CPU for short runs (spec §8; docs/decisions.md); `paper` keeps the reference values.
+# The presets belong to the task, so the Gymnasium task and brax's version share them.
 _RHO_20 = {"rho": 20.0}
 _TUNED_FAST = {"actor_lr": 1e-3, "critic_lr": 1e-3, "init_log_alpha": 0.0, "tau": 0.02}
+_TUNED_3E4 = {"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}
+_IP, _IDP = {**_TUNED_FAST, "learning_starts": 1_000}, {**_TUNED_FAST, "learning_starts": 5_000}
 _TASKS = {
-    "inverted_pendulum": dict(env_scales_actions=True, tuned={**_TUNED_FAST, "learning_starts": 1_000}),
-    "inverted_double_pendulum": dict(tuned={**_TUNED_FAST, "learning_starts": 5_000}),
-    "reacher": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
-    "pusher": dict(env_scales_actions=True, tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
-    "hopper": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
-    "halfcheetah": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
-    "ant": dict(tuned={"actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}),
-    "swimmer": dict(backend="generalized", tuned={"actor_lr": 3e-4, "critic_lr": 3e-4}),
-    "walker2d": dict(tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0}, paper=_RHO_20),
-    "humanoid": dict(
-        env_scales_actions=True,
-        tuned={**_RHO_20, "actor_lr": 3e-4, "critic_lr": 3e-4, "init_log_alpha": 0.0},
-        paper=_RHO_20,
-    ),
+    "inverted_pendulum": dict(gym_id="InvertedPendulum-v5", brax_scales=True, tuned=_IP),
+    "inverted_double_pendulum": dict(gym_id="InvertedDoublePendulum-v5", tuned=_IDP),
+    "reacher": dict(gym_id="Reacher-v5", time_limit=50, tuned=_TUNED_3E4),
+    "pusher": dict(gym_id="Pusher-v5", time_limit=100, brax_scales=True, tuned=_TUNED_3E4),
+    "hopper": dict(gym_id="Hopper-v5", tuned=_TUNED_3E4),
+    "halfcheetah": dict(gym_id="HalfCheetah-v5", tuned=_TUNED_3E4),
+    "ant": dict(gym_id="Ant-v5", tuned=_TUNED_3E4),
+    "swimmer": dict(gym_id="Swimmer-v5", brax_backend="generalized", tuned={"actor_lr": 3e-4, "critic_lr": 3e-4}),
+    "walker2d": dict(gym_id="Walker2d-v5", tuned={**_RHO_20, **_TUNED_3E4}, paper=_RHO_20),
+    "humanoid": dict(gym_id="Humanoid-v5", brax_scales=True, tuned={**_RHO_20, **_TUNED_3E4}, paper=_RHO_20),
+    "humanoidstandup": dict(gym_id="HumanoidStandup-v5", tuned=_TUNED_3E4),
 }
 
 _REGISTRY: dict[str, EnvSpec] = {}
 for _name, _kw in _TASKS.items():
-    _backend = _kw.get("backend", "mjx")
-    _src = f"brax ({_backend} backend)"
-    for _alias in (_name, f"brax:{_name}"):
-        _REGISTRY[_alias] = EnvSpec(
-            name=_alias,
-            source=_src,
-            brax_name=_name,
-            backend=_backend,
-            env_scales_actions=_kw.get("env_scales_actions", False),
-            tuned=dict(_kw.get("tuned", {})),
-            paper=dict(_kw.get("paper", {})),
-        )
+    _presets = dict(tuned=dict(_kw.get("tuned", {})), paper=dict(_kw.get("paper", {})))
+    # Gymnasium's own time limit where it is not 1000 steps (Reacher 50, Pusher 100), as --episode-length.
+    _limit = {"episode_length": _kw["time_limit"]} if "time_limit" in _kw else {}
+    _REGISTRY[_name] = EnvSpec(
+        name=_name,
+        source=f"gymnasium {_kw['gym_id']} (MJX)",
+        task=_name,
+        tuned={**_presets["tuned"], **_limit},
+        paper={**_presets["paper"], **_limit},
+    )
+    _backend = _kw.get("brax_backend", "mjx")
+    _REGISTRY[f"brax:{_name}"] = EnvSpec(
+        name=f"brax:{_name}",
+        source=f"brax ({_backend} backend)",
+        task=_name,
+        kind="brax",
+        backend=_backend,
+        env_scales_actions=_kw.get("brax_scales", False),
+        **_presets,
+    )
 
 
 def list_envs() -> tuple[str, ...]:
@@ -142,5 +184,6 @@ def spec(name: str) -> EnvSpec:
         ) from None
 
 
-def make(name: str) -> ScaledActionEnv:
-    return spec(name).make()
+def make(name: str, physics: str = "faithful") -> ScaledActionEnv:
+    """The task `name` with actions in [-1, 1]; `physics` (`faithful` or `fast`) for the Gymnasium tasks."""
+    return spec(name).make(physics)

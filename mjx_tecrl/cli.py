@@ -126,14 +126,19 @@ def init_distributed(args: Args) -> None:
 
 
 def list_envs_table() -> str:
+    """The bare task names (brax's versions: brax:<name>) with sizes, control timestep, frame skip and source."""
     from mjx_tecrl.envs import registry
 
-    rows = [("name", "source", "episode_length", "rho (tuned)")]
+    rows = [("name", "obs", "act", "dt", "frame_skip", "time_limit", "rho (tuned)", "source")]
     for name in registry.bare_names():
         spec = registry.spec(name)
-        rows.append((name, spec.source, "1000", str(spec.tuned.get("rho", 1.0))))
+        d = spec.describe()
+        sizes = (str(d["observation_size"]), str(d["action_size"]), f"{d['dt']:g}", str(d["frame_skip"]))
+        limit, rho = str(spec.tuned.get("episode_length", 1000)), str(spec.tuned.get("rho", 1.0))
+        rows.append((name, *sizes, limit, rho, d["source"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

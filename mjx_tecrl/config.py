@@ -16,6 +16,7 @@ from flax import struct
 
 ALGOS = ("dsac-e", "dsac-e-no-tec", "dsac-t", "sac")
 CRITIC_LOSSES = ("nll", "huber")
+PHYSICS = ("faithful", "fast")  # mjx_tecrl.envs.gym_base.PHYSICS
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,7 @@ class Config:
 
     # --- what to train ---
     env: str = _f("inverted_pendulum", "task name from the registry (see --list-envs)")
+    physics: str = _f("faithful", "solver settings of a Gymnasium task: faithful (the model file's) or fast")
     algo: str = _f("dsac-e", "one of " + ", ".join(ALGOS))
     seed: int = _f(0, "random seed")
     # --- sizes (static: they set shapes) ---
@@ -135,6 +137,8 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(f"--algo {c.algo!r} is unknown; allowed: {', '.join(ALGOS)}")
     if c.critic_loss not in CRITIC_LOSSES:
         raise ConfigError(f"--critic-loss {c.critic_loss!r} is unknown; allowed: {', '.join(CRITIC_LOSSES)}")
+    if c.physics not in PHYSICS:
+        raise ConfigError(f"--physics {c.physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
     if c.preset not in ("tuned", "paper"):
         raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: tuned, paper")
     for name in ("num_envs", "total_steps", "updates_per_iter", "batch_size", "buffer_size",
@@ -197,6 +201,8 @@ def make_config(**overrides: Any) -> Config:
         raise ConfigError(f"--env {env!r} is unknown; known: {', '.join(registry.bare_names())}") from e
     preset_values = task.paper if preset == "paper" else task.tuned
     config = dataclasses.replace(base, **{**preset_values, **overrides})
+    if task.kind != "gymnasium" and config.physics != "faithful":
+        raise ConfigError(f"--physics {config.physics!r} applies to the Gymnasium tasks only, not {env}")
     if "eval_every" not in overrides and "eval_every" not in preset_values:
         # Thousands of envs would otherwise evaluate after every iteration: keep chunks at least
         # EVAL_MIN_ITERS iterations long unless the user asked for a chunk length.

@@ -99,7 +99,7 @@ def load_run(run_dir: str) -> LoadedRun:
         payload, meta = checkpoint.load_meta(ckpt_dir)
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"{run_dir!r}: {e}") from None
-    fns = make_train(config, registry.make(config.env))
+    fns = make_train(config, registry.make(config.env, physics=config.physics))
     key = jax.random.PRNGKey(0)
     if sweep is None:
         template = jax.eval_shape(fns._init, key, config.hyperparams(fns.env.action_size))

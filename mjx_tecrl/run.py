@@ -173,7 +173,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     from mjx_tecrl.loop import make_train
 
     config, run_dir = plan.config, plan.run_dir
-    env = registry.make(config.env)
+    env = registry.make(config.env, physics=config.physics)
     memory.check(config, env, members=max(len(plan.members), 1))  # before anything is compiled or written
     writer = jax.process_index() == 0
     if not writer:

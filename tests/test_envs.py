@@ -10,10 +10,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import mjx_tecrl.envs
+import mujoco
 import numpy as np
 import pytest
 from mjx_tecrl.envs import registry
 from mjx_tecrl.envs.registry import UnknownEnvError
+
+from mjx_tecrl.config import ConfigError, make_config, validate
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -85,7 +88,7 @@ def test_inverted_pendulum_actions_map_to_ctrlrange(pendulum):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", registry.bare_names())
+@pytest.mark.parametrize("name", registry.list_envs())
 def test_every_registered_env_resets_and_steps(name):
     env = registry.make(name)
     brax_env = env.unwrapped
@@ -116,6 +119,33 @@ def test_registry_names():
     assert "inverted_pendulum" in bare and len(bare) == len(set(bare))
     assert all(":" not in n for n in bare)
     assert set(registry.list_envs()) == set(bare) | {f"brax:{n}" for n in bare}
+    # Bare names are the Gymnasium v5 tasks; brax's stay reachable, with the same presets.
+    for name in bare:
+        gym_spec, brax_spec = registry.spec(name), registry.spec(f"brax:{name}")
+        assert gym_spec.kind == "gymnasium" and "-v5" in gym_spec.source, name
+        assert brax_spec.kind == "brax" and brax_spec.source.startswith("brax"), name
+        limit = {"reacher": 50, "pusher": 100}.get(name)  # Gymnasium's time limits that are not 1000 steps
+        for preset in ("tuned", "paper"):
+            gym_preset, brax_preset = dict(getattr(gym_spec, preset)), getattr(brax_spec, preset)
+            assert gym_preset.pop("episode_length", None) == limit, name
+            assert gym_preset == brax_preset, name
+
+
+def test_physics_choice_is_checked_and_sets_the_solver():
+    with pytest.raises(ValueError, match="'exact'.*faithful, fast"):
+        registry.make("hopper", physics="exact")
+    with pytest.raises(ValueError, match="Gymnasium tasks only"):
+        registry.make("brax:hopper", physics="fast")
+    with pytest.raises(ConfigError, match="--physics 'exact'"):
+        validate(make_config(physics="exact"))
+    with pytest.raises(ConfigError, match="--physics 'fast'.*brax:hopper"):
+        make_config(env="brax:hopper", physics="fast")
+    from mjx_tecrl.envs.gym_base import load_model
+
+    faithful, fast = load_model("humanoid.xml", "faithful"), load_model("humanoid.xml", "fast")
+    assert faithful.opt.solver == fast.opt.solver == mujoco.mjtSolver.mjSOL_NEWTON  # the file asks for PGS
+    assert faithful.opt.iterations == 50 and (fast.opt.iterations, fast.opt.ls_iterations) == (1, 4)
+    assert faithful.opt.timestep == fast.opt.timestep and faithful.opt.integrator == fast.opt.integrator
 
 
 def test_mjx_tecrl_envs_is_this_repository_envs_folder():
@@ -130,3 +160,26 @@ def test_mjx_tecrl_envs_is_this_repository_envs_folder():
     init_file, wrappers_file = out.stdout.split()
     assert Path(init_file).resolve() == REPO / "envs" / "__init__.py"
     assert Path(wrappers_file).resolve() == REPO / "envs" / "wrappers.py"
+
+
+def test_gymnasium_task_reads_a_swapped_sys_at_trace_time(pendulum):
+    """The robustness wrappers' contract: setting `env.unwrapped.sys` inside a vmapped, traced function gives each
+    environment its own model. Here a heavier pole (per-env mass scale) changes the step; scale 1 changes nothing."""
+    env, _, states, _ = pendulum
+    base = env.unwrapped
+    sys0 = base.sys
+    one = jax.tree.map(lambda x: x[0], states)
+    action = jnp.array([0.7])
+
+    def step_with_mass_scale(scale):
+        base.sys = sys0.replace(body_mass=sys0.body_mass * scale)
+        try:
+            return env.step(base.reset_to(one.pipeline_state.qpos, one.pipeline_state.qvel), action).obs
+        finally:
+            base.sys = sys0
+
+    obs = np.asarray(jax.jit(jax.vmap(step_with_mass_scale))(jnp.array([1.0, 3.0])))
+    plain = np.asarray(jax.jit(lambda s: env.step(s, action).obs)(one))
+    np.testing.assert_allclose(obs[0], plain, rtol=1e-6, atol=1e-7)
+    assert np.abs(obs[1] - obs[0]).max() > 1e-4  # the heavier pole moved differently
+    assert base.sys is sys0
