@@ -158,29 +158,16 @@ class TrainFns:
 
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, learner: LearnerState, key: jax.Array) -> dict[str, jax.Array]:
-        """Deterministic policy (tanh of the mean) over `num_eval_envs` full episodes."""
+        """Deterministic policy (tanh of the mean) over `num_eval_envs` full episodes.
+
+        Runs on the nominal env: with training-time domain randomisation, `self.env.nominal` is the task itself.
+        """
         c = self.config
-        n = c.num_eval_envs
-        sim = jax.vmap(self.env.reset)(jax.random.split(key, n))
-        zeros = jnp.zeros((n,), bool)
-        init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool), zeros)
-
-        def cond(carry):
-            _, _, length, alive, _ = carry
-            return jnp.any(alive) & (jnp.max(length) < c.episode_length)
-
-        def body(carry):
-            sim, ret, length, alive, lost = carry
-            action = self.learner.deterministic_action(learner, sim.obs)
-            nxt = jax.vmap(self.env.step)(sim, action)
-            bad = rollout.diverged(nxt)  # a diverged episode ends there, its last reward left out, and is counted
-            ret = ret + jnp.where(alive & ~bad, nxt.reward, 0.0)
-            length = length + alive.astype(jnp.int32)
-            lost = lost | (alive & bad)
-            alive = alive & (nxt.done < 0.5) & ~bad
-            return nxt, ret, length, alive, lost
-
-        _, ret, length, alive, lost = jax.lax.while_loop(cond, body, init)
+        env = getattr(self.env, "nominal", self.env)
+        sim = jax.vmap(env.reset)(jax.random.split(key, c.num_eval_envs))
+        ret, length, _, lost = evaluate_episodes(
+            env, lambda obs: self.learner.deterministic_action(learner, obs), sim, c.episode_length
+        )
         return {
             "eval/episode_return": jnp.mean(ret),
             "eval/episode_return_std": jnp.std(ret),
@@ -189,6 +176,36 @@ class TrainFns:
             "eval/episode_length": jnp.mean(length.astype(jnp.float32)),
             "eval/diverged_episodes": jnp.sum(lost.astype(jnp.float32)),
         }
+
+
+def evaluate_episodes(env, policy, sim, episode_length: int):
+    """Run `policy(obs) -> action` in the batch of envs `sim` (fresh from `env.reset`) to the end of every
+    episode or the time limit, whichever comes first (a `while_loop`: it stops once all have ended).
+
+    A diverged episode (`rollout.diverged`: non-finite or huge physics) ends there, its last reward left out.
+    Returns each episode's return [n], length [n], whether it ended before the time limit (terminated or
+    diverged) [n], and whether it diverged [n]. Shared by training-time evaluation and the robustness study.
+    """
+    n = sim.obs.shape[0]
+    no = jnp.zeros((n,), bool)
+    init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool), no)
+
+    def cond(carry):
+        _, _, length, alive, _ = carry
+        return jnp.any(alive) & (jnp.max(length) < episode_length)
+
+    def body(carry):
+        sim, ret, length, alive, lost = carry
+        nxt = jax.vmap(env.step)(sim, policy(sim.obs))
+        bad = rollout.diverged(nxt)
+        ret = ret + jnp.where(alive & ~bad, nxt.reward, 0.0)
+        length = length + alive.astype(jnp.int32)
+        lost = lost | (alive & bad)
+        alive = alive & (nxt.done < 0.5) & ~bad
+        return nxt, ret, length, alive, lost
+
+    _, ret, length, alive, lost = jax.lax.while_loop(cond, body, init)
+    return ret, length, ~alive, lost
 
 
 def _episode_metrics(stats: rollout.EpisodeStats) -> dict[str, jax.Array]:
@@ -226,6 +243,10 @@ def _first_true(flags: jax.Array) -> jax.Array:
 
 def make_train(config: Config, env) -> TrainFns:
     """Build the pure training functions for `config` on `env` (a registry env)."""
+    if config.randomize:  # training-time domain randomisation: new physics per env at every reset
+        from mjx_tecrl.envs import perturb
+
+        env = perturb.randomized(env, config.randomize)
     learner = Learner.from_config(config, env.action_size)
     chunk_iters = max(config.eval_every // config.num_envs, 1)
     warmup_iters = -(-config.learning_starts // config.num_envs)
