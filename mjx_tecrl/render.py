@@ -109,30 +109,30 @@ def _qpos(state: Any):
 
 def rollout(run, member: int, episodes: int, max_steps: int, seed: int) -> tuple[list[np.ndarray], list[float]]:
     """Per episode, the positions [1 + steps, nq] from reset until termination or `max_steps` steps, and the
-    episode return. The policy runs jitted on the device; the whole episode comes back at once."""
+    episode return. The episodes run vmapped in one jitted program; the host gets them back at once."""
     import jax
     import jax.numpy as jnp
 
     env, learner_fns = run.fns.env, run.fns.learner
-    learner = jax.tree.map(jnp.asarray, run.members[member].learner)
 
-    @jax.jit
-    def episode(key):
+    def episode(learner, key):
         def body(state, _):
             nxt = env.step(state, learner_fns.deterministic_action(learner, state.obs))
             return nxt, (_qpos(nxt), nxt.reward, nxt.done)
 
         first = env.reset(key)
         _, (qpos, reward, done) = jax.lax.scan(body, first, None, length=max_steps)
-        return _qpos(first), qpos, reward, done
+        return _qpos(first), qpos, reward, done  # [nq], [T, nq], [T], [T]
 
+    keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
+    learner = jax.tree.map(jnp.asarray, run.members[member].learner)
+    q0, qpos, reward, done = jax.device_get(jax.jit(jax.vmap(episode, in_axes=(None, 0)))(learner, keys))
     positions, returns = [], []
-    for key in jax.random.split(jax.random.PRNGKey(seed), episodes):
-        q0, qpos, reward, done = jax.device_get(episode(key))
-        ended = np.flatnonzero(done > 0.5)
+    for i in range(episodes):
+        ended = np.flatnonzero(done[i] > 0.5)
         steps = int(ended[0]) + 1 if len(ended) else max_steps  # the terminating step is shown, then stop
-        positions.append(np.concatenate([q0[None], qpos[:steps]]).astype(np.float64))
-        returns.append(float(reward[:steps].sum()))
+        positions.append(np.concatenate([q0[i][None], qpos[i, :steps]]).astype(np.float64))
+        returns.append(float(reward[i, :steps].sum()))
     return positions, returns
 
 

@@ -15,6 +15,9 @@ import pytest
 from mjx_tecrl import plot
 from mjx_tecrl.config import Config, ConfigError
 
+# The subprocesses here exec a new interpreter at once; JAX's fork warning does not apply.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
 COLUMNS = ["env_steps", "wall_time_s", "eval/episode_return", "train/alpha", "train/policy_entropy",
            "train/trajectory_entropy", "train/entropy_budget", "train/q_e"]  # fmt: skip
 

@@ -19,6 +19,8 @@ from mjx_tecrl import checkpoint, render
 from mjx_tecrl.config import ConfigError, make_config
 
 W, H = 64, 48
+# The subprocesses here exec a new interpreter at once; JAX's fork warning does not apply.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
 
 @pytest.fixture(scope="module")
