@@ -19,8 +19,10 @@ from mjx_tecrl import checkpoint, render
 from mjx_tecrl.config import ConfigError, make_config
 
 W, H = 64, 48
-# The subprocesses here exec a new interpreter at once; JAX's fork warning does not apply.
-pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+# The subprocesses here exec a new interpreter at once; JAX's fork warning does not apply. The rollouts are
+# compiled with most XLA optimisations off (conftest's fast_compile; FAST for the subprocesses).
+pytestmark = [pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning"), pytest.mark.usefixtures("fast_compile")]
+FAST = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def test_frames_follow_the_positions(untrained_run, backend):
 def test_render_command_end_to_end(untrained_run, tmp_path):
     """`python -m mjx_tecrl.render` with MUJOCO_GL unset: it picks the backend and prints what it wrote.
     Without --max-steps an episode lasts the run's episode_length (8) unless the pole falls."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")} | FAST
     out = str(tmp_path / "p.mp4")
     cmd = [sys.executable, "-m", "mjx_tecrl.render", untrained_run, "--out", out, "--episodes", "1",
            "--width", str(W), "--height", str(H)]  # fmt: skip
@@ -126,7 +128,7 @@ def test_missing_renderer_is_one_line_with_what_to_install(untrained_run, tmp_pa
 
 def test_user_backend_that_cannot_load_is_one_line(untrained_run, tmp_path):
     """MUJOCO_GL=osmesa while PyOpenGL is fixed to EGL: mujoco.osmesa cannot load; a message, not a traceback."""
-    env = {**os.environ, "MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "egl"}
+    env = {**os.environ, "MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "egl", **FAST}
     cmd = [sys.executable, "-m", "mjx_tecrl.render", untrained_run, "--out", str(tmp_path / "x.mp4")]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 2, result.stderr
