@@ -151,7 +151,7 @@ class Offscreen:
     """MuJoCo's renderer on an offscreen GL context of the chosen backend."""
 
     def __init__(self, model, width: int, height: int, backend: str, camera: int | str = -1,
-                 shadows: bool | None = None):  # fmt: skip
+                 shadows: bool | None = None, distance: float = 0.0):  # fmt: skip
         import mujoco
 
         self._model = copy.copy(model)  # the offscreen buffer size is set on a copy, not on the env's model
@@ -168,6 +168,7 @@ class Offscreen:
             raise ConfigError(f"--camera {camera!r}: the model's cameras are {names} (ids 0..{model.ncam - 1})")
         if cam_id < 0:
             mujoco.mjv_defaultFreeCamera(model, self._camera)
+            self._camera.distance = distance or self._camera.distance
         else:
             self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
             self._camera.fixedcamid = cam_id
@@ -230,7 +231,7 @@ def frame_strip(frames: list[np.ndarray], count: int) -> np.ndarray:
 
 def render_run(run_dir: str, out: str = "policy.mp4", episodes: int = 2, member: int = 0, max_steps: int = 0,
                width: int = 480, height: int = 360, camera: int | str = -1, fps: float = 0.0,
-               strip_frames: int = 6, seed: int = 0) -> Rendered:  # fmt: skip
+               strip_frames: int = 6, seed: int = 0, distance: float = 0.0) -> Rendered:  # fmt: skip
     """Render `episodes` episodes of a run's deterministic policy to `out` and its frame strip.
 
     Raises ConfigError for unusable input and RendererMissing when no offscreen GL works; nothing is
@@ -242,7 +243,8 @@ def render_run(run_dir: str, out: str = "policy.mp4", episodes: int = 2, member:
     run = load_run(run_dir)
     if not 0 <= member < len(run.members):
         raise ConfigError(f"--member {member}: {run_dir!r} has members 0..{len(run.members) - 1}")
-    screen = Offscreen(host_model(run.env), width, height, backend, camera)  # checks the camera before the rollout
+    # The screen first: a bad camera is refused before the rollout is compiled.
+    screen = Offscreen(host_model(run.env), width, height, backend, camera, distance=distance)
     try:
         positions, returns = rollout(run, member, episodes, max_steps or run.config.episode_length, seed)
         frames = [screen.frame(q) for episode in positions for q in episode]
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--camera", type=_camera, default=-1, help="camera name or id (default: free camera, "
                         "or the model's first camera when it has one)")  # fmt: skip
+    parser.add_argument("--distance", type=float, default=0.0, help="free camera's distance to the model's "
+                        "centre (default: MuJoCo's, 1.5 x the model's extent)")  # fmt: skip
     parser.add_argument("--fps", type=float, default=0.0, help="video frame rate (default: real time, 1 / dt)")
     parser.add_argument("--strip-frames", type=int, default=6, help="frames in the PNG strip (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes' initial states")
@@ -301,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"--width {args.width} --height {args.height}: both must be even (H.264 video)")
     if not args.fps >= 0:
         _fail(f"--fps {args.fps}: must be positive (or 0 for real time)")
+    if not args.distance >= 0:
+        _fail(f"--distance {args.distance}: must be positive (or 0 for MuJoCo's default)")
     if os.path.splitext(args.out)[1].lower() != ".mp4":
         _fail(f"--out {args.out!r}: use a .mp4 file name")
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -309,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.run_dir):
         _fail(f"{args.run_dir!r} is not a directory")
     try:
-        result = render_run(args.run_dir, args.out, args.episodes, args.member, args.max_steps, args.width,
-                            args.height, args.camera, args.fps, args.strip_frames, args.seed)  # fmt: skip
+        options = {k: getattr(args, k) for k in ("episodes", "member", "max_steps", "width", "height", "camera",
+                                                  "fps", "strip_frames", "seed", "distance")}  # fmt: skip
+        result = render_run(args.run_dir, args.out, **options)
     except ConfigError as e:
         _fail(str(e))
     except RendererMissing as e:

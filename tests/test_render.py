@@ -93,8 +93,14 @@ def test_frames_follow_the_positions(untrained_run, backend):
         moved = screen.frame(np.array([0.5] + [0.0] * (model.nq - 1)))
     finally:
         screen.close()
+    closer = render.Offscreen(model, W, H, backend, distance=1.0)
+    try:
+        near = closer.frame(np.zeros(model.nq))
+    finally:
+        closer.close()
     np.testing.assert_array_equal(rest, again)
     assert np.abs(rest.astype(int) - moved.astype(int)).sum() > 1000
+    assert (near.max(axis=-1) > 20).sum() > (rest.max(axis=-1) > 20).sum()  # a closer camera: a bigger model
 
 
 def test_render_command_end_to_end(untrained_run, tmp_path):
@@ -143,6 +149,7 @@ def test_user_backend_that_cannot_load_is_one_line(untrained_run, tmp_path):
         (["{missing}"], "is not a directory"),
         (["{run}", "--episodes", "0"], "--episodes 0"),
         (["{run}", "--width", "65"], "must be even"),
+        (["{run}", "--distance", "-1"], "--distance -1"),
         (["{run}", "--out", "x.gif"], ".mp4"),
         (["{run}", "--out", "{missing}/x.mp4"], "does not exist"),
         (["{empty}"], "no config.json"),
