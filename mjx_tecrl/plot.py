@@ -23,8 +23,7 @@ import numpy as np
 from mjx_tecrl.config import HYPERPARAM_NAMES, ConfigError
 
 EXIT_BAD_INPUT = 2
-# config.json fields that never define a group by themselves (they differ between runs of one experiment).
-_NOT_GROUPING = ("seed", "out", "resume", "progress", "checkpoint_every", "checkpoint_buffer", "total_steps")
+_NOT_GROUPING = ("out", "resume")  # config.json fields that name a place, not a setting
 
 RETURN = "eval/episode_return"
 PANELS = (  # (column, title, y label); the first two panels are eval return against env steps and wall time
@@ -115,7 +114,7 @@ def resolve_group_by(curves: list[Curve], group_by: str | None) -> list[str]:
     the curves (so a rho sweep is never averaged over rho). Raises ConfigError on an unknown name."""
     if group_by:
         names = [n.strip() for n in group_by.split(",") if n.strip()]
-        allowed = sorted(set().union(*(c.settings for c in curves)) - set(_NOT_GROUPING[1:]))
+        allowed = sorted(set().union(*(c.settings for c in curves)) - set(_NOT_GROUPING))
         for name in names:
             if name not in allowed:
                 raise ConfigError(f"--group-by {name!r} is not a config field or hyperparameter; allowed: "
