@@ -1,10 +1,12 @@
 """Learning curves of runs and sweeps: `python -m mjx_tecrl.plot RUN_DIR [RUN_DIR...] --out curves.png`.
 
 Each curve is one trained policy: a single run directory, or one member of a sweep directory (its
-`members/mNNN/metrics.csv`). Curves are grouped (by algo, or `--group-by rho`, ...) and each group is drawn
-as the mean across its seeds with a shaded 95% t-interval of that mean. The second row shows what DSAC-E
-controls (spec §3.2, §8 metric names): the trajectory entropy -log pi + Q_e against the budget
-H_budget = rho * H0 / (1 - gamma), the temperature alpha, the policy entropy -log pi and Q_e.
+`members/mNNN/metrics.csv`). Curves are grouped (by algo, or `--group-by rho`, ...) and each group is
+drawn as the mean across its seeds with a shaded 95% percentile-bootstrap interval of that mean (the
+interval of `mjx_tecrl.sweep`'s table and sweep.png: within the seeds' range, narrow with few seeds).
+The second row shows what DSAC-E controls (spec §3.2, §8 metric names): the trajectory entropy
+-log pi + Q_e against the budget H_budget = rho * H0 / (1 - gamma), the temperature alpha, the policy
+entropy -log pi and Q_e.
 """
 
 from __future__ import annotations
@@ -146,11 +148,12 @@ def _fmt(value: Any) -> str:
 
 
 def mean_interval(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 100):
-    """Mean and 95% t-interval across curves on a common x grid (their overlap, linearly interpolated).
+    """Mean and 95% percentile-bootstrap interval of the mean (`sweep.bootstrap_ci`) across curves, on a
+    common x grid (their overlap, linearly interpolated).
 
     Returns (x, mean, low, high); with one curve low = high = mean. Curves on identical grids (the seeds of
     one config) are used as they are, without interpolation. NaN points are dropped per curve first."""
-    from scipy import stats
+    from mjx_tecrl.sweep import bootstrap_ci
 
     finite = [(x, y, np.isfinite(x) & np.isfinite(y)) for x, y in zip(xs, ys, strict=True)]
     pairs = [(x[k], y[k]) for x, y, k in finite if k.any()]
@@ -168,11 +171,10 @@ def mean_interval(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 100)
             grid = np.linspace(lo, hi, points)
             table = np.stack([np.interp(grid, x, y) for x, y in zip(xs, ys, strict=True)])
     mean = table.mean(axis=0)
-    n = table.shape[0]
-    if n < 2:
+    if table.shape[0] < 2:
         return grid, mean, mean, mean
-    half = stats.t.ppf(0.975, n - 1) * table.std(axis=0, ddof=1) / math.sqrt(n)
-    return grid, mean, mean - half, mean + half
+    low, high = np.array([bootstrap_ci(table[:, j], resamples=2000) for j in range(table.shape[1])]).T
+    return grid, mean, low, high
 
 
 def figure(groups: dict[str, list[Curve]], show_runs: bool = False):
@@ -193,10 +195,10 @@ def figure(groups: dict[str, list[Curve]], show_runs: bool = False):
         drawn = False
         for color, (label, curves) in zip(colors, groups.items(), strict=True):
             have = [c for c in curves if xcol in c.metrics and ycol in c.metrics]
-            stats = mean_interval([c.metrics[xcol] for c in have], [c.metrics[ycol] for c in have])
-            if stats is None:
+            band = mean_interval([c.metrics[xcol] for c in have], [c.metrics[ycol] for c in have])
+            if band is None:
                 continue
-            x, mean, low, high = stats
+            x, mean, low, high = band
             drawn = True
             ax.plot(x, mean, color=color, label=f"{label} (n={len(have)})")
             ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
@@ -213,7 +215,7 @@ def figure(groups: dict[str, list[Curve]], show_runs: bool = False):
         if not drawn:
             ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes)
     axes[0].legend(fontsize=8, loc="best")
-    fig.suptitle("mean across seeds, shaded: 95% t-interval of the mean", fontsize=10)
+    fig.suptitle("mean across seeds, shaded: 95% bootstrap interval of the mean", fontsize=10)
     return fig
 
 
