@@ -1,0 +1,137 @@
+"""Brax's own SAC trainer (`brax.training.agents.sac.train`) at the settings of one of our configs.
+
+brax 0.14's trainer calls `jax.device_put_replicated`, which JAX 0.10 removed. `install_shim()` puts back
+an equivalent for the bench scripts only (never the library): each leaf stacked `len(devices)` times
+along a new leading axis and sharded over `devices` along it, which is what the pmapped trainer expects.
+Nothing else in the trainer needed changing under JAX 0.10.2 (its `jax.pmap` calls still run).
+
+`capture_epoch()` lets a script time brax's own compiled training epoch the way ours are timed: while
+active it wraps `jax.pmap` so that the pmapped `training_epoch` brax's `train` builds, and the state it
+last returned, are kept; calling it again on that state runs exactly the program brax's loop runs.
+
+Settings matched to our config: task (the same brax env object our registry wraps), num_envs,
+batch_size, grad_updates_per_step = updates_per_iter, hidden layer sizes and activation (GELU, exact, as
+ours), replay capacity, min_replay_size = learning_starts (uniform random warm-up in ours, the initial
+policy in brax's), discount, Polyak rate, learning rate (brax has one for actor and critic: our actor_lr;
+ours are equal in every preset), reward scale, episode length, no observation normalisation.
+Not matched (brax's trainer fixes them): the actor and temperature update every gradient step (ours: every
+`policy_delay`-th; our `sac` with policy_delay 1 does the same work); the temperature's learning rate
+3e-4 and initial log alpha 0 (ours: the config's, equal in the tuned presets of inverted_pendulum,
+hopper, ant and humanoid); the entropy target -|A|/2 (ours -|A|); brax's auto-reset restores each env's
+first state (ours resets with a fresh key, only on iterations where some episode ended); and brax's
+evaluation always runs `episode_length` steps (ours stops once every episode has ended).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def device_put_replicated(x, devices):
+    """What JAX's removed function did: every leaf stacked len(devices) times, sharded over `devices`."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(Mesh(np.array(devices), ("d",)), PartitionSpec("d"))
+    return jax.tree.map(lambda a: jax.device_put(jnp.stack([jnp.asarray(a)] * len(devices)), sharding), x)
+
+
+def install_shim() -> None:
+    if not hasattr(jax, "device_put_replicated"):
+        jax.device_put_replicated = device_put_replicated
+
+
+class EpochCapture:
+    """The pmapped `training_epoch` of brax's SAC and its latest (training state, env state, buffer state, key)."""
+
+    def __init__(self):
+        self.fn = None
+        self.args = None
+
+    def step(self) -> float:
+        """One epoch on the captured state (donated, as brax does), blocked on every output; returns seconds."""
+        import time
+
+        t0 = time.perf_counter()
+        out = self.fn(*self.args)
+        jax.block_until_ready(out)
+        dt = time.perf_counter() - t0
+        self.args = (*out[:3], self.args[3])
+        return dt
+
+
+@contextlib.contextmanager
+def capture_epoch():
+    capture = EpochCapture()
+    original = jax.pmap
+
+    def pmap(fun, *args, **kwargs):
+        mapped = original(fun, *args, **kwargs)
+        if getattr(fun, "__name__", "") != "training_epoch":
+            return mapped
+
+        def call(*call_args):
+            out = mapped(*call_args)
+            capture.fn, capture.args = mapped, (*out[:3], call_args[3])
+            return out
+
+        return call
+
+    jax.pmap = pmap
+    try:
+        yield capture
+    finally:
+        jax.pmap = original
+
+
+def brax_env(task: str):
+    """The brax env our registry wraps for `task` (same object, same backend)."""
+    import _common as C
+
+    return C.env(task).unwrapped
+
+
+def train_kwargs(config, num_timesteps: int, num_evals: int, num_eval_envs: int) -> dict:
+    """Keyword arguments of brax's sac.train at `config`'s settings (see the module docstring)."""
+    import flax.linen as nn
+    from brax.training.agents.sac import networks as sac_networks
+
+    factory = functools.partial(
+        sac_networks.make_sac_networks,
+        hidden_layer_sizes=tuple(config.hidden_sizes),
+        activation=functools.partial(nn.gelu, approximate=False),
+    )
+    return dict(
+        num_timesteps=num_timesteps,
+        episode_length=config.episode_length,
+        num_envs=config.num_envs,
+        num_eval_envs=num_eval_envs,
+        learning_rate=config.actor_lr,
+        discounting=config.gamma,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        num_evals=num_evals,
+        normalize_observations=config.normalize_obs,
+        reward_scaling=config.reward_scale,
+        tau=config.tau,
+        min_replay_size=config.learning_starts,
+        max_replay_size=config.buffer_capacity,
+        grad_updates_per_step=config.updates_per_iter,
+        deterministic_eval=True,
+        network_factory=factory,
+    )
+
+
+def train(config, progress_fn, num_timesteps: int, num_evals: int, num_eval_envs: int):
+    """Run brax's SAC on `config.env`; `progress_fn(step, metrics)` is called after every evaluation."""
+    install_shim()
+    with contextlib.redirect_stdout(io.StringIO()):
+        from brax.training.agents.sac import train as sac_train
+
+    kwargs = train_kwargs(config, num_timesteps, num_evals, num_eval_envs)
+    return sac_train.train(brax_env(config.env), progress_fn=progress_fn, **kwargs)

@@ -1,0 +1,82 @@
+"""The bench/ scripts' shared helpers do the work they report (the timings themselves are not tested)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from toy_envs import CounterEnv
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+
+import _brax  # noqa: E402
+import _common as C  # noqa: E402
+
+from mjx_tecrl.loop import make_train  # noqa: E402
+
+
+def test_learner_case_runs_updates_per_iter_updates_per_iteration(tiny_config, fast_compile):
+    config = tiny_config(updates_per_iter=4, policy_delay=2, batch_size=6)
+    fns = make_train(config, CounterEnv())
+    learner, replay = C.learner_and_replay(fns)
+    assert int(replay.size) >= config.batch_size  # a batch is there to sample
+    learner, metrics = C.learner_chunk_fn(fns, iters=2)(learner, replay, jax.random.PRNGKey(0))
+    assert int(learner.step) == 2 * 4
+    assert all(bool(jnp.isfinite(v)) for v in metrics.values())
+
+
+def test_sim_case_steps_every_env_and_auto_resets(fast_compile):
+    env = CounterEnv()
+    state = C.sim_reset(env, num_envs=4)
+    state, finished = C.sim_chunk_fn(env, num_envs=4, iters=7, episode_length=5)(state, jax.random.PRNGKey(0))
+    assert int(finished) == 4  # each env hit the time limit once (at step 5)
+    assert state.episode_step.tolist() == [2, 2, 2, 2]
+
+
+def test_alternate_is_round_robin_after_a_warm_call():
+    calls = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def step(self):
+            calls.append(self.name)
+            return float(len(calls))
+
+    times = C.alternate({"a": Fake("a"), "b": Fake("b")}, repeats=2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert times == {"a": [3.0, 5.0], "b": [4.0, 6.0]}
+
+
+def test_quick_defaults_yield_to_given_flags():
+    p = C.parser("x")
+    p.add_argument("--envs", type=C.int_list, default="16,64")
+    p.add_argument("--iters", type=int, default=100)
+    args = C.parse(p, {"envs": [8], "iters": 5}, ["--quick", "--iters=7"])
+    assert args.envs == [8] and args.iters == 7
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [(["--envs", "0"], "--envs"), (["--envs", "16,x"], "--envs"), (["--repeats", "0"], "--repeats"),
+     (["--tasks", "nope"], "'nope'")],
+)  # fmt: skip
+def test_bad_flags_exit_2_naming_the_flag(argv, names, capsys):
+    import sim
+
+    with pytest.raises(SystemExit) as e:
+        sim.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error:" in err[-1] and names in err[-1]
+
+
+def test_device_put_replicated_shim_stacks_over_devices():
+    devices = jax.local_devices()
+    out = _brax.device_put_replicated({"w": jnp.arange(3.0), "s": jnp.float32(2.0)}, devices)
+    assert out["w"].shape == (len(devices), 3) and out["s"].shape == (len(devices),)
+    assert out["w"].tolist() == [[0.0, 1.0, 2.0]] * len(devices)
