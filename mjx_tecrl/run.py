@@ -469,7 +469,7 @@ class _Program:
 
     def _state_shardings(self, ts):
         if self.plan.is_sweep:
-            return self.sharding
+            return jax.tree.map(lambda _: self.sharding, ts)
         replicated, by_env = self.sharding
         return jax.tree.map(lambda _: replicated, ts).replace(env=jax.tree.map(lambda _: by_env, ts.env))
 
