@@ -40,7 +40,7 @@ def main(argv=None):
     p.add_argument("--hidden-sizes", type=C.int_list, default=None, help="default: the config's")
     p.add_argument("--variants", type=C.str_list, default=",".join(VARIANTS), help="ours, of " + ", ".join(VARIANTS))
     args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [32], "iters": 10, "repeats": 3,
-                       "buffer_size": 10_000, "variants": ["sac", "dsac-e"]})  # fmt: skip
+                       "buffer_size": 10_000, "variants": ["sac", "dsac-e"]}, argv)  # fmt: skip
     for v in args.variants:
         if v not in VARIANTS:
             p.error(f"--variants: unknown {v!r}; allowed: {', '.join(VARIANTS)}")

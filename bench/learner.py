@@ -28,7 +28,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     p.add_argument("--updates-per-iter", type=int, default=None, help="default: the config's")
     p.add_argument("--hidden-sizes", type=C.int_list, default=None, help="default: the config's")
-    args = C.parse(p, {"algos": ["dsac-e", "sac"], "iters": 5, "repeats": 3})
+    args = C.parse(p, {"algos": ["dsac-e", "sac"], "iters": 5, "repeats": 3}, argv)
     C.check_tasks(p, [args.task])
     for a in args.algos:
         if a not in ALGOS:

@@ -34,7 +34,7 @@ def main(argv=None):
     p.add_argument("--buffer-size", type=int, default=None, help="default: the config's")
     p.add_argument("--profile", default="", help="write a jax.profiler trace of one call of each case here")
     args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [32], "algos": ["dsac-e"], "iters": 10,
-                       "repeats": 3, "buffer_size": 10_000})  # fmt: skip
+                       "repeats": 3, "buffer_size": 10_000}, argv)  # fmt: skip
     C.check_tasks(p, args.tasks)
     for a in args.algos:
         if a not in ALGOS:

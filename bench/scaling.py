@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--updates-per-iter", type=int, default=None, help="default: the config's")
     p.add_argument("--buffer-size", type=int, default=None, help="default: the config's")
     args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [16, 64], "iters": 5, "repeats": 3,
-                       "buffer_size": 10_000})  # fmt: skip
+                       "buffer_size": 10_000}, argv)  # fmt: skip
     C.check_tasks(p, args.tasks)
     if args.iters <= 0 or args.compile_repeats <= 0:
         p.error("--iters and --compile-repeats must be positive integers")

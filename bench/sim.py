@@ -22,7 +22,7 @@ def main(argv=None):
     p.add_argument("--envs", type=C.int_list, default="16,64,256,1024,4096", help="num_envs values")
     p.add_argument("--iters", type=int, default=100, help="iterations (steps of every env) per timed call")
     p.add_argument("--episode-length", type=int, default=1000)
-    args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [16, 64], "iters": 20, "repeats": 3})
+    args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [16, 64], "iters": 20, "repeats": 3}, argv)
     C.check_tasks(p, args.tasks)
     if args.iters <= 0:
         p.error(f"--iters {args.iters} must be a positive integer")

@@ -56,7 +56,7 @@ def main(argv=None):
     p.add_argument("--time-cap", type=float, default=600.0, help="seconds per run, compilation included")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="env steps per run at most")
     args = C.parse(p, {"targets": [("inverted_pendulum", 900.0)], "seeds": [0], "systems": ["dsac-e", "brax-sac"],
-                       "time_cap": 120.0, "max_steps": 30_000})  # fmt: skip
+                       "time_cap": 120.0, "max_steps": 30_000}, argv)  # fmt: skip
     C.check_tasks(p, [t for t, _ in args.targets])
     for s in args.systems:
         if s not in SYSTEMS:
