@@ -47,6 +47,11 @@ class Config:
     normalize_obs: bool = _f(False, "running observation normalisation (statistics are checkpointed)")
     critic_loss: str = _f("nll", "reward critic loss: nll (2023 DSAC-T form) or huber (2025 variant)")
     twin_entropy_critic: bool = _f(False, "min over two entropy critics (spec A3; default off)")
+    randomize: str = _f(
+        "",
+        "domain randomisation: physics scales drawn per env at every reset, NAME=LOW:HIGH,... with NAME in "
+        "mass, friction, gain, damping, gravity (e.g. mass=0.8:1.2,friction=0.5:1.5); empty: off",
+    )
     # --- hyperparameters (traced: sweeps may vary them) ---
     gamma: float = _f(0.99, "discount factor")
     tau: float = _f(0.005, "Polyak rate for targets and for the critic-std running mean")
@@ -146,6 +151,13 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         v = getattr(c, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ConfigError(f"--{_flag(name)} {v!r} must be a non-negative integer")
+    if c.randomize:
+        from mjx_tecrl.envs.perturb import parse_ranges
+
+        try:
+            parse_ranges(c.randomize)
+        except ValueError as e:
+            raise ConfigError(f"--randomize {c.randomize!r}: {e}") from None
     if not c.hidden_sizes or any(h <= 0 for h in c.hidden_sizes):
         raise ConfigError(f"--hidden-sizes {list(c.hidden_sizes)} must be one or more positive integers")
     if c.num_envs % device_count:

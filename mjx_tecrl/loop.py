@@ -142,26 +142,16 @@ class TrainFns:
 
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, learner: LearnerState, key: jax.Array) -> dict[str, jax.Array]:
-        """Deterministic policy (tanh of the mean) over `num_eval_envs` full episodes."""
+        """Deterministic policy (tanh of the mean) over `num_eval_envs` full episodes.
+
+        Runs on the nominal env: with training-time domain randomisation, `self.env.nominal` is the task itself.
+        """
         c = self.config
-        n = c.num_eval_envs
-        sim = jax.vmap(self.env.reset)(jax.random.split(key, n))
-        init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool))
-
-        def cond(carry):
-            _, _, length, alive = carry
-            return jnp.any(alive) & (jnp.max(length) < c.episode_length)
-
-        def body(carry):
-            sim, ret, length, alive = carry
-            action = self.learner.deterministic_action(learner, sim.obs)
-            nxt = jax.vmap(self.env.step)(sim, action)
-            ret = ret + jnp.where(alive, nxt.reward, 0.0)
-            length = length + alive.astype(jnp.int32)
-            alive = alive & (nxt.done < 0.5)
-            return nxt, ret, length, alive
-
-        _, ret, length, _ = jax.lax.while_loop(cond, body, init)
+        env = getattr(self.env, "nominal", self.env)
+        sim = jax.vmap(env.reset)(jax.random.split(key, c.num_eval_envs))
+        ret, length, _ = evaluate_episodes(
+            env, lambda obs: self.learner.deterministic_action(learner, obs), sim, c.episode_length
+        )
         return {
             "eval/episode_return": jnp.mean(ret),
             "eval/episode_return_std": jnp.std(ret),
@@ -169,6 +159,32 @@ class TrainFns:
             "eval/episode_return_max": jnp.max(ret),
             "eval/episode_length": jnp.mean(length.astype(jnp.float32)),
         }
+
+
+def evaluate_episodes(env, policy, sim, episode_length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Run `policy(obs) -> action` in the batch of envs `sim` (fresh from `env.reset`) to the end of every
+    episode or the time limit, whichever comes first (a `while_loop`: it stops once all have ended).
+
+    Returns each episode's return [n], length [n] and whether it terminated before the time limit [n].
+    Shared by training-time evaluation and the robustness study (`mjx_tecrl.robustness`).
+    """
+    n = sim.obs.shape[0]
+    init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool))
+
+    def cond(carry):
+        _, _, length, alive = carry
+        return jnp.any(alive) & (jnp.max(length) < episode_length)
+
+    def body(carry):
+        sim, ret, length, alive = carry
+        nxt = jax.vmap(env.step)(sim, policy(sim.obs))
+        ret = ret + jnp.where(alive, nxt.reward, 0.0)
+        length = length + alive.astype(jnp.int32)
+        alive = alive & (nxt.done < 0.5)
+        return nxt, ret, length, alive
+
+    _, ret, length, alive = jax.lax.while_loop(cond, body, init)
+    return ret, length, ~alive
 
 
 def _episode_metrics(stats: rollout.EpisodeStats) -> dict[str, jax.Array]:
@@ -182,6 +198,10 @@ def _episode_metrics(stats: rollout.EpisodeStats) -> dict[str, jax.Array]:
 
 def make_train(config: Config, env) -> TrainFns:
     """Build the pure training functions for `config` on `env` (a registry env)."""
+    if config.randomize:  # training-time domain randomisation: new physics per env at every reset
+        from mjx_tecrl.envs import perturb
+
+        env = perturb.randomized(env, config.randomize)
     learner = Learner.from_config(config, env.action_size)
     chunk_iters = max(config.eval_every // config.num_envs, 1)
     warmup_iters = -(-config.learning_starts // config.num_envs)

@@ -85,3 +85,100 @@ class RandomLengthEnv(CounterEnv):
             t=t,
             episode_id=state.episode_id,
         )
+
+
+PROBE_XML = """
+<mujoco>
+  <worldbody>
+    <body name="cart">
+      <joint name="slider" type="slide" axis="1 0 0" damping="0.3"/>
+      <geom type="box" size=".1 .1 .1" mass="2" friction="0.8 0.01 0.001"/>
+      <body name="pole">
+        <joint name="hinge" type="hinge" axis="0 1 0" damping="0.5"/>
+        <geom type="capsule" fromto="0 0 0 0 0 1" size=".05" mass="1"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator>
+    <motor joint="slider" gear="10" ctrlrange="-1 1"/>
+    <position joint="hinge" kp="5" kv="0.5" ctrlrange="-1 1" forcerange="-3 3"/>
+  </actuator>
+</mujoco>
+"""
+
+PROBE_FIELDS = (
+    "body_mass", "body_inertia", "dof_invweight0", "geom_friction", "actuator_gainprm", "actuator_biasprm",
+    "actuator_forcerange", "dof_damping", "opt.gravity",
+)  # fmt: skip
+
+
+@struct.dataclass
+class ProbeData:
+    qvel: jax.Array
+
+
+@struct.dataclass
+class ProbeState:
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    pipeline_state: ProbeData
+    t: jax.Array
+
+
+class ProbeEnv:
+    """No physics: a small MJX model in `sys` (read at trace time, like the registry envs), and an observation
+    that shows what the env was given: the model fields `PROBE_FIELDS`, the action it received, its qvel.
+
+    qvel never changes by itself (so only pushes move it); reward = 0.01 * sum(obs); terminates after
+    `terminate_after` steps (0: never). `split(obs)` names the parts.
+    """
+
+    dt = 0.01
+
+    def __init__(self, terminate_after: int = 0):
+        import mujoco
+        from mujoco import mjx
+
+        mj = mujoco.MjModel.from_xml_string(PROBE_XML)
+        self.sys = mjx.put_model(mj)
+        self.action_size = mj.nu
+        self.nv = mj.nv
+        self.terminate_after = terminate_after
+        self._sizes = [int(jnp.size(self._field(f))) for f in PROBE_FIELDS]
+        self.observation_size = sum(self._sizes) + self.action_size + self.nv
+
+    @property
+    def unwrapped(self):
+        return self
+
+    def _field(self, path: str):
+        obj = self.sys
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        return jnp.asarray(obj, jnp.float32)
+
+    def _obs(self, action: jax.Array, qvel: jax.Array) -> jax.Array:
+        fields = [jnp.where(jnp.isfinite(x), x, 0.0).ravel() for x in map(self._field, PROBE_FIELDS)]
+        return jnp.concatenate([*fields, action, qvel])
+
+    def split(self, obs):
+        """{field name: values, "action": ..., "qvel": ...} of an observation (any leading axes)."""
+        out, i = {}, 0
+        sizes = (*self._sizes, self.action_size, self.nv)
+        for name, size in zip((*PROBE_FIELDS, "action", "qvel"), sizes, strict=True):
+            out[name] = obs[..., i : i + size]
+            i += size
+        return out
+
+    def reset(self, key: jax.Array) -> ProbeState:
+        qvel = jax.random.normal(key, (self.nv,))
+        obs = self._obs(jnp.zeros(self.action_size), qvel)
+        zero = jnp.zeros(())
+        return ProbeState(obs, zero, zero, ProbeData(qvel), jnp.zeros((), jnp.int32))
+
+    def step(self, state: ProbeState, action: jax.Array) -> ProbeState:
+        t = state.t + 1
+        obs = self._obs(action, state.pipeline_state.qvel)
+        done = (t >= self.terminate_after) if self.terminate_after > 0 else jnp.zeros((), bool)
+        return ProbeState(obs, 0.01 * jnp.sum(obs), done.astype(jnp.float32), state.pipeline_state, t)

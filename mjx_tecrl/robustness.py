@@ -1,0 +1,516 @@
+"""Robustness study: every policy of the given runs on a grid of perturbed physics and noise, in one program.
+
+    python -m mjx_tecrl.robustness RUN_DIR [RUN_DIR...] --perturb mass=0.5,1,1.5 --perturb friction=0.5,1,2
+
+The grid is the product of the `--perturb` axes (or each axis alone with `--one-at-a-time`), plus the
+unperturbed point. Each policy runs deterministically (`loop.evaluate_episodes`, the training-time evaluation)
+for `--episodes` episodes at every grid point, all vmapped in one jitted program per run configuration, the
+grid-point axis sharded over the local devices. Every grid point starts from the same episode keys (common
+random numbers), so the unperturbed point reproduces `TrainFns.evaluate(learner, PRNGKey(--seed))` exactly
+when `--episodes` equals the run's `num_eval_envs`. Perturbations: `mjx_tecrl.envs.perturb`.
+
+Writes robustness.csv (one row per policy and grid point), episodes.npz (every episode's return, length and
+whether it fell), study.json, summary.txt and the plots, and prints the summary (relative to the unperturbed
+return).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from mjx_tecrl.config import ConfigError
+from mjx_tecrl.envs.perturb import DEFAULT_PUSH_EVERY, NAMES, NEUTRAL, magnitude_error
+
+PROG = "python -m mjx_tecrl.robustness"
+EXIT_BAD_INPUT = 2
+BASELINE = "none"  # the perturbation label of the unperturbed point
+CSV_NAME = "robustness.csv"
+CSV_STATS = ("episodes", "mean_return", "std_return", "mean_length", "fall_rate")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
+def fail(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+# --- the grid ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    perturbation: str  # "none", "mass", or "mass;friction" for a product point
+    magnitude: str  # "", "0.5", or "0.5;2"
+    values: dict[str, float]  # the magnitudes that differ from the axis' neutral value (all axes named)
+
+
+def parse_axis(text: str) -> Axis:
+    """'mass=0.5,1,1.5' -> Axis; ConfigError (one line) otherwise."""
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    if not sep:
+        raise ConfigError(f"--perturb {text!r} is not NAME=V1,V2,... with NAME one of {', '.join(NAMES)}")
+    if name not in NAMES:
+        raise ConfigError(f"--perturb {text!r}: unknown perturbation {name!r}; known: {', '.join(NAMES)}")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"--perturb {text!r}: no values (give NAME=V1,V2,...)")
+    out = []
+    for item in items:
+        try:
+            v = float(item)
+        except ValueError:
+            raise ConfigError(f"--perturb {text!r}: {item!r} is not a number") from None
+        err = magnitude_error(name, v)
+        if err:
+            raise ConfigError(f"--perturb {text!r}: {err}")
+        out.append(v)
+    return Axis(name, tuple(dict.fromkeys(out)))
+
+
+def grid(axes: list[Axis], one_at_a_time: bool) -> list[GridPoint]:
+    """The unperturbed point, then each axis alone (`one_at_a_time` or a single axis) or their product."""
+    points = [GridPoint(BASELINE, "", {})]
+    if one_at_a_time or len(axes) == 1:
+        for axis in axes:
+            points += [GridPoint(axis.name, _fmt(v), {axis.name: v}) for v in axis.values]
+    else:
+        label = ";".join(a.name for a in axes)
+        for combo in itertools.product(*(a.values for a in axes)):
+            values = {a.name: v for a, v in zip(axes, combo, strict=True)}
+            points.append(GridPoint(label, ";".join(_fmt(v) for v in combo), values))
+    return points
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+# --- the jitted evaluation -----------------------------------------------------------------------------------
+def policy_view(learner: Any) -> Any:
+    """The learner state with only what the deterministic policy reads (actor and normaliser), so that runs
+    of different algorithms but the same networks share one compiled program."""
+    keep = ("actor_params", "obs_normalizer")
+    return learner.replace(**{f: None for f in learner.__dataclass_fields__ if f not in keep})
+
+
+def make_program(penv: Any, deterministic_action: Any, episode_length: int):
+    """jit(f(learner, keys [B, 2], perturbation [B]) -> (return [B], length [B], fell [B]))."""
+    import jax
+
+    from mjx_tecrl.loop import evaluate_episodes
+
+    def program(learner, keys, perturbation):
+        sim = jax.vmap(penv.reset_with)(keys, perturbation)
+        return evaluate_episodes(penv, lambda obs: deterministic_action(learner, obs), sim, episode_length)
+
+    return jax.jit(program)
+
+
+@dataclass
+class Evaluator:
+    """Runs one compiled program over the grid, `points_per_call` grid points at a time (static shapes: the
+    last slice is padded with unperturbed points), the grid-point axis sharded over the local devices."""
+
+    program: Any
+    points: list[GridPoint]
+    episodes: int
+    seed: int
+    points_per_call: int
+
+    def __post_init__(self):
+        import jax
+        import jax.numpy as jnp
+
+        from mjx_tecrl.envs.perturb import Perturbation
+
+        devices = jax.local_devices()
+        ndev = len(devices)
+        g = len(self.points)
+        per_call = max(1, min(self.points_per_call, g))
+        self.per_call = -(-per_call // ndev) * ndev  # whole grid points on each device
+        self.num_calls = -(-g // self.per_call)
+        padded = self.points + [GridPoint(BASELINE, "", {})] * (self.num_calls * self.per_call - g)
+        episode_keys = jax.random.split(jax.random.PRNGKey(self.seed), self.episodes)
+        self.sharding = self.replicated = None
+        if ndev > 1:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            mesh = Mesh(np.array(devices), ("grid",))
+            self.sharding = NamedSharding(mesh, PartitionSpec("grid"))
+            self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.calls = []
+        for c in range(self.num_calls):
+            chunk = padded[c * self.per_call : (c + 1) * self.per_call]
+            values = {
+                name: np.repeat(np.array([p.values.get(name, NEUTRAL[name]) for p in chunk]), self.episodes)
+                for name in NAMES
+            }
+            pert = Perturbation.make((len(chunk) * self.episodes,), **values)
+            keys = jnp.tile(episode_keys, (len(chunk), 1))
+            if self.sharding is not None:
+                pert, keys = jax.device_put((pert, keys), self.sharding)
+            self.calls.append((keys, pert))
+
+    @property
+    def envs_per_call(self) -> int:
+        return self.per_call * self.episodes
+
+    def __call__(self, learner: Any) -> dict[str, np.ndarray]:
+        """Per-episode [grid points, episodes] return, length and fell for one policy."""
+        import jax
+
+        if self.replicated is not None:
+            learner = jax.device_put(learner, self.replicated)
+        outs = [self.program(learner, keys, pert) for keys, pert in self.calls]
+        g, e = len(self.points), self.episodes
+        ret, length, fell = (np.concatenate([np.asarray(o[i]) for o in outs])[: g * e].reshape(g, e) for i in range(3))
+        return {"return": ret, "length": length, "fell": fell}
+
+
+# --- the study -----------------------------------------------------------------------------------------------
+def _program_key(config) -> tuple:
+    """What the compiled program depends on besides the learner's arrays."""
+    return (config.env, config.episode_length, tuple(config.hidden_sizes), config.normalize_obs)
+
+
+def run_study(
+    runs: list, axes: list[Axis], args: argparse.Namespace, log=print
+) -> tuple[list[dict], dict[str, np.ndarray], dict]:
+    """Evaluate every member of every run (`policy.LoadedRun`) on the grid.
+
+    Returns (csv rows, per-episode arrays [policies, grid points, episodes] of return/length/fell, timings).
+    """
+    from mjx_tecrl.envs.perturb import PerturbedEnv
+
+    points = grid(axes, args.one_at_a_time)
+    max_delay = int(max((v for a in axes if a.name == "delay" for v in a.values), default=0))
+    rows: list[dict] = []
+    per_episode: dict[str, list] = {"return": [], "length": [], "fell": [], "run": [], "member": []}
+    evaluators: dict[tuple, Evaluator] = {}
+    t0 = time.time()
+    compile_s = 0.0
+    for run in runs:
+        key = _program_key(run.config)
+        if key not in evaluators:
+            nominal = getattr(run.fns.env, "nominal", run.fns.env)
+            penv = PerturbedEnv(nominal, max_delay=max_delay, push_every=args.push_every)
+            program = make_program(penv, run.fns.learner.deterministic_action, run.config.episode_length)
+            ev = Evaluator(program, points, args.episodes, args.seed, max(1, args.max_envs // args.episodes))
+            t_c = time.time()
+            ev.program = program.lower(policy_view(run.members[0].learner), *ev.calls[0]).compile()
+            compile_s += time.time() - t_c
+            log(
+                f"compiled the study program for {run.config.env} in {time.time() - t_c:.1f}s: {len(points)} grid "
+                f"points x {args.episodes} episodes, {ev.envs_per_call} envs per call, {ev.num_calls} call(s)"
+            )
+            evaluators[key] = ev
+        ev = evaluators[key]
+        for member in run.members:
+            res = ev(policy_view(member.learner))
+            for k in ("return", "length", "fell"):
+                per_episode[k].append(res[k])
+            per_episode["run"].append(run.run_dir)
+            per_episode["member"].append(member.index)
+            for i, p in enumerate(points):
+                ret = res["return"][i]
+                row = {
+                    "run": run.run_dir,
+                    "member": member.index,
+                    "env": run.config.env,
+                    "algo": run.config.algo,
+                    "seed": member.seed,
+                    "perturbation": p.perturbation,
+                    "magnitude": p.magnitude,
+                    **{a.name: p.values.get(a.name, NEUTRAL[a.name]) for a in axes},
+                    "episodes": args.episodes,
+                    "mean_return": float(np.mean(ret)),
+                    "std_return": float(np.std(ret)),
+                    "mean_length": float(np.mean(res["length"][i])),
+                    "fall_rate": float(np.mean(res["fell"][i])),
+                }
+                rows.append(row)
+            log(f"  {run.run_dir} member {member.index} ({run.config.algo}, seed {member.seed}) done")
+    wall = time.time() - t0
+    arrays = {k: np.stack(v) if k in ("return", "length", "fell") else np.array(v) for k, v in per_episode.items()}
+    arrays["perturbation"] = np.array([p.perturbation for p in points])
+    arrays["magnitude"] = np.array([p.magnitude for p in points])
+    return rows, arrays, {"wall_s": wall, "compile_s": compile_s, "grid_points": len(points)}
+
+
+def write_csv(path: str, rows: list[dict], axes: list[Axis]) -> None:
+    fields = ["run", "member", "env", "algo", "seed", "perturbation", "magnitude", *(a.name for a in axes), *CSV_STATS]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+# --- summary and plots ---------------------------------------------------------------------------------------
+def _by_algo(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["algo"], []).append(r)
+    return out
+
+
+def _member_means(rows: list[dict], perturbation: str, magnitude: str) -> np.ndarray:
+    """Mean returns of the members (one per policy) at one grid point."""
+    at = [r for r in rows if r["perturbation"] == perturbation and r["magnitude"] == magnitude]
+    return np.array([r["mean_return"] for r in at])
+
+
+def _relative(value: float, base: float) -> float:
+    """Return change relative to the unperturbed return, in percent of its magnitude."""
+    return 100.0 * (value - base) / max(abs(base), 1e-8)
+
+
+def summary(rows: list[dict], points: list[GridPoint]) -> str:
+    """Per algo and perturbation: the mean return over policies, relative to the unperturbed one."""
+    lines = []
+    labels = list(dict.fromkeys(p.perturbation for p in points if p.perturbation != BASELINE))
+    by_algo = _by_algo(rows)
+    lines.append("unperturbed return (mean +- std over policies):")
+    for algo, rs in by_algo.items():
+        base = _member_means(rs, BASELINE, "")
+        lines.append(f"  {algo:<14} {np.mean(base):10.1f} +- {np.std(base):.1f}  ({len(base)} policies)")
+    for label in labels:
+        mags = [p.magnitude for p in points if p.perturbation == label]
+        if ";" in label:  # a product grid: one line per algo
+            lines.append(f"{label} ({len(mags)} points), return change vs unperturbed:")
+            for algo, rs in by_algo.items():
+                base = float(np.mean(_member_means(rs, BASELINE, "")))
+                rel = [_relative(float(np.mean(_member_means(rs, label, m))), base) for m in mags]
+                worst = int(np.argmin(rel))
+                lines.append(
+                    f"  {algo:<14} mean {np.mean(rel):+6.1f}%  worst {rel[worst]:+6.1f}% at {label}={mags[worst]}"
+                )
+            continue
+        lines.append(f"{label}: return change vs unperturbed (fall rate)")
+        lines.append("  " + " " * 14 + "".join(f"{m:>17}" for m in mags))
+        for algo, rs in by_algo.items():
+            base = float(np.mean(_member_means(rs, BASELINE, "")))
+            cells = []
+            for m in mags:
+                rel = _relative(float(np.mean(_member_means(rs, label, m))), base)
+                fall = np.mean([r["fall_rate"] for r in rs if r["perturbation"] == label and r["magnitude"] == m])
+                cells.append(f"{rel:+7.1f}% ({fall:4.2f})")
+            lines.append(f"  {algo:<14}" + "".join(f"{c:>17}" for c in cells))
+    return "\n".join(lines)
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # Student t, 95% two-sided
+
+
+def confidence_band(values: np.ndarray) -> tuple[float, float, float]:
+    """(mean, low, high): 95% t-interval of the mean over policies (low = high = mean for one policy)."""
+    n = len(values)
+    mean = float(np.mean(values))
+    if n < 2:
+        return mean, mean, mean
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96 + 2.4 / (n - 1)
+    half = t * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: str) -> list[str]:
+    """Return against magnitude per algo with 95% bands over policies; a heat map per algo for two-axis grids."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    by_algo = _by_algo(rows)
+    single = [a for a in axes if any(p.perturbation == a.name for p in points)]
+    if single:
+        fig, axs = plt.subplots(1, len(single), figsize=(4.2 * len(single), 3.4), squeeze=False)
+        for ax, axis in zip(axs[0], single, strict=True):
+            mags = [p.magnitude for p in points if p.perturbation == axis.name]
+            x = [float(m) for m in mags]
+            for algo, rs in by_algo.items():
+                stats = np.array([confidence_band(_member_means(rs, axis.name, m)) for m in mags])
+                (line,) = ax.plot(x, stats[:, 0], marker="o", label=algo)
+                ax.fill_between(x, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
+            ax.axvline(NEUTRAL[axis.name], color="0.6", lw=0.8, ls="--")
+            ax.set_xlabel(f"{axis.name} {'scale' if NEUTRAL[axis.name] == 1.0 else 'magnitude'}")
+            ax.set_title(axis.name)
+        axs[0][0].set_ylabel("episode return")
+        axs[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "return_vs_magnitude.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if len(axes) == 2 and not any(p.perturbation in (axes[0].name, axes[1].name) for p in points):
+        a0, a1 = axes
+        label = f"{a0.name};{a1.name}"
+        algos = list(by_algo)
+        fig, axs = plt.subplots(1, len(algos), figsize=(4.2 * len(algos), 3.6), squeeze=False)
+        vmin = min(r["mean_return"] for r in rows)
+        vmax = max(r["mean_return"] for r in rows)
+        for ax, algo in zip(axs[0], algos, strict=True):
+            z = np.array(
+                [
+                    [np.mean(_member_means(by_algo[algo], label, f"{_fmt(v0)};{_fmt(v1)}")) for v1 in a1.values]
+                    for v0 in a0.values
+                ]
+            )
+            im = ax.imshow(z, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
+            ax.set_xticks(range(len(a1.values)), [_fmt(v) for v in a1.values])
+            ax.set_yticks(range(len(a0.values)), [_fmt(v) for v in a0.values])
+            ax.set_xlabel(a1.name)
+            ax.set_ylabel(a0.name)
+            ax.set_title(algo)
+            if z.size <= 64:
+                for (i, j), v in np.ndenumerate(z):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(im, ax=axs[0].tolist(), label="mean episode return")
+        path = os.path.join(out_dir, "heatmap.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Evaluate every policy of the given runs (every member of a sweep) on a grid of perturbed "
+        "physics and noise, with the deterministic policy, in one jitted program per run configuration.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (train.py --out, or a sweep)")
+    p.add_argument(
+        "--perturb",
+        action="append",
+        required=True,
+        metavar="NAME=V1,V2,...",
+        help=f"one grid axis; NAME in {', '.join(NAMES)} (scales: 1 is unperturbed; noise, push, delay: 0)",
+    )
+    p.add_argument("--one-at-a-time", action="store_true", help="each axis alone instead of their product")
+    p.add_argument("--episodes", type=int, default=32, metavar="N", help="episodes per policy and grid point")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="key of the episodes' initial states and noise")
+    p.add_argument(
+        "--max-envs", type=int, default=4096, metavar="N", help="environments simulated at once (memory bound)"
+    )
+    p.add_argument(
+        "--push-every", type=int, default=DEFAULT_PUSH_EVERY, metavar="N", help="mean control steps between pushes"
+    )
+    p.add_argument("--out", default="", help="output directory (default RUN_DIR/robustness, or ./robustness-<time>)")
+    return p
+
+
+def _out_dir(args: argparse.Namespace) -> str:
+    if args.out:
+        if os.path.exists(os.path.join(args.out, CSV_NAME)):
+            raise ConfigError(f"--out {args.out!r} already holds a study ({CSV_NAME}); choose another --out")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ConfigError(f"--out {args.out!r} exists and is not a directory")
+        return args.out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if len(args.runs) == 1:
+        out = os.path.join(args.runs[0], "robustness")
+        return out if not os.path.exists(out) else f"{out}-{stamp}"
+    return f"robustness-{stamp}"
+
+
+def validate(args: argparse.Namespace) -> list[Axis]:
+    """Everything checkable before loading: the grid, the sizes and the run directories' configs."""
+    from mjx_tecrl.policy import read_config
+
+    axes = [parse_axis(t) for t in args.perturb]
+    seen = [a.name for a in axes]
+    dup = sorted({n for n in seen if seen.count(n) > 1})
+    if dup:
+        raise ConfigError(f"--perturb {dup[0]} is given twice; give each perturbation once with all its values")
+    for flag, value, low in (("--episodes", args.episodes, 1), ("--max-envs", args.max_envs, 1),
+                             ("--push-every", args.push_every, 1), ("--seed", args.seed, 0)):  # fmt: skip
+        if value < low:
+            raise ConfigError(f"{flag} {value} must be {'positive' if low else 'non-negative'}")
+    envs = {}
+    for run_dir in args.runs:
+        if not os.path.isdir(run_dir):
+            raise ConfigError(f"RUN_DIR {run_dir!r} does not exist")
+        envs[run_dir] = read_config(run_dir).env
+    if len(set(envs.values())) > 1:
+        detail = ", ".join(f"{d}: {e}" for d, e in envs.items())
+        raise ConfigError(f"the runs are on different envs ({detail}); study one env at a time")
+    return axes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        axes = validate(args)
+        out_dir = _out_dir(args)
+        from mjx_tecrl.policy import load_run
+
+        runs = [load_run(d) for d in args.runs]
+    except ConfigError as e:
+        fail(str(e))
+    if any(a.name == "push" for a in axes):
+        from mjx_tecrl.envs.perturb import PerturbedEnv
+
+        nominal = getattr(runs[0].fns.env, "nominal", runs[0].fns.env)
+        if not PerturbedEnv(nominal).can_push:
+            fail(f"--perturb push: {runs[0].config.env} has no root body that can move horizontally to push")
+    points = grid(axes, args.one_at_a_time)
+    n_policies = sum(len(r.members) for r in runs)
+    print(
+        f"{n_policies} policies from {len(runs)} run(s) on {runs[0].config.env}: {len(points)} grid points "
+        f"x {args.episodes} episodes",
+        flush=True,
+    )
+    rows, arrays, timing = run_study(runs, axes, args, log=lambda s: print(s, flush=True))
+    os.makedirs(out_dir, exist_ok=True)
+    write_csv(os.path.join(out_dir, CSV_NAME), rows, axes)
+    np.savez_compressed(os.path.join(out_dir, "episodes.npz"), **arrays)
+    plots = plot(rows, points, axes, out_dir)
+    text = summary(rows, points)
+    with open(os.path.join(out_dir, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    study = {
+        "runs": args.runs,
+        "axes": {a.name: list(a.values) for a in axes},
+        "one_at_a_time": args.one_at_a_time,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "push_every": args.push_every,
+        "policies": n_policies,
+        **timing,
+    }
+    with open(os.path.join(out_dir, "study.json"), "w") as f:
+        json.dump(study, f, indent=2)
+    print(text)
+    print(
+        f"wrote {os.path.join(out_dir, CSV_NAME)} and {len(plots)} plot(s) in {out_dir} "
+        f"({timing['wall_s']:.1f}s, of which compiling {timing['compile_s']:.1f}s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
