@@ -238,6 +238,7 @@ def run_study(
                     "member": member.index,
                     "env": run.config.env,
                     "algo": run.config.algo,
+                    "randomize": run.config.randomize,
                     "seed": member.seed,
                     "perturbation": p.perturbation,
                     "magnitude": p.magnitude,
@@ -258,7 +259,8 @@ def run_study(
 
 
 def write_csv(path: str, rows: list[dict], axes: list[Axis]) -> None:
-    fields = ["run", "member", "env", "algo", "seed", "perturbation", "magnitude", *(a.name for a in axes), *CSV_STATS]
+    fields = ["run", "member", "env", "algo", "randomize", "seed", "perturbation", "magnitude"]
+    fields += [*(a.name for a in axes), *CSV_STATS]
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -270,9 +272,18 @@ def write_csv(path: str, rows: list[dict], axes: list[Axis]) -> None:
 
 # --- summary and plots ---------------------------------------------------------------------------------------
 def _by_algo(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows per algorithm; policies trained with domain randomisation form their own group ("sac+dr", or
+    "sac+dr(mass=...)" when one algorithm was trained with several randomisation ranges)."""
+    ranges: dict[str, set[str]] = {}
+    for r in rows:
+        if r["randomize"]:
+            ranges.setdefault(r["algo"], set()).add(r["randomize"])
     out: dict[str, list[dict]] = {}
     for r in rows:
-        out.setdefault(r["algo"], []).append(r)
+        label = r["algo"]
+        if r["randomize"]:
+            label += "+dr" if len(ranges[r["algo"]]) == 1 else f"+dr({r['randomize']})"
+        out.setdefault(label, []).append(r)
     return out
 
 
@@ -292,10 +303,11 @@ def summary(rows: list[dict], points: list[GridPoint]) -> str:
     lines = []
     labels = list(dict.fromkeys(p.perturbation for p in points if p.perturbation != BASELINE))
     by_algo = _by_algo(rows)
+    w = max(14, *(len(k) for k in by_algo))
     lines.append("unperturbed return (mean +- std over policies):")
     for algo, rs in by_algo.items():
         base = _member_means(rs, BASELINE, "")
-        lines.append(f"  {algo:<14} {np.mean(base):10.1f} +- {np.std(base):.1f}  ({len(base)} policies)")
+        lines.append(f"  {algo:<{w}} {np.mean(base):10.1f} +- {np.std(base):.1f}  ({len(base)} policies)")
     for label in labels:
         mags = [p.magnitude for p in points if p.perturbation == label]
         if ";" in label:  # a product grid: one line per algo
@@ -305,11 +317,11 @@ def summary(rows: list[dict], points: list[GridPoint]) -> str:
                 rel = [_relative(float(np.mean(_member_means(rs, label, m))), base) for m in mags]
                 worst = int(np.argmin(rel))
                 lines.append(
-                    f"  {algo:<14} mean {np.mean(rel):+6.1f}%  worst {rel[worst]:+6.1f}% at {label}={mags[worst]}"
+                    f"  {algo:<{w}} mean {np.mean(rel):+6.1f}%  worst {rel[worst]:+6.1f}% at {label}={mags[worst]}"
                 )
             continue
         lines.append(f"{label}: return change vs unperturbed (fall rate)")
-        lines.append("  " + " " * 14 + "".join(f"{m:>17}" for m in mags))
+        lines.append("  " + " " * w + "".join(f"{m:>17}" for m in mags))
         for algo, rs in by_algo.items():
             base = float(np.mean(_member_means(rs, BASELINE, "")))
             cells = []
@@ -317,7 +329,7 @@ def summary(rows: list[dict], points: list[GridPoint]) -> str:
                 rel = _relative(float(np.mean(_member_means(rs, label, m))), base)
                 fall = np.mean([r["fall_rate"] for r in rs if r["perturbation"] == label and r["magnitude"] == m])
                 cells.append(f"{rel:+7.1f}% ({fall:4.2f})")
-            lines.append(f"  {algo:<14}" + "".join(f"{c:>17}" for c in cells))
+            lines.append(f"  {algo:<{w}}" + "".join(f"{c:>17}" for c in cells))
     return "\n".join(lines)
 
 
@@ -335,6 +347,15 @@ def confidence_band(values: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+UNITS = {
+    **{n: f"{n} scale" for n in ("mass", "friction", "gain", "damping", "gravity")},
+    "obs_noise": "observation noise std",
+    "action_noise": "action noise std",
+    "push": "push (m/s)",
+    "delay": "action delay (control steps)",
+}
+
+
 def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: str) -> list[str]:
     """Return against magnitude per algo with 95% bands over policies; a heat map per algo for two-axis grids."""
     import matplotlib
@@ -346,8 +367,12 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
     by_algo = _by_algo(rows)
     single = [a for a in axes if any(p.perturbation == a.name for p in points)]
     if single:
-        fig, axs = plt.subplots(1, len(single), figsize=(4.2 * len(single), 3.4), squeeze=False)
-        for ax, axis in zip(axs[0], single, strict=True):
+        ncols = min(len(single), 4)
+        nrows = -(-len(single) // ncols)
+        fig, axs = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+        for ax in axs.flat[len(single) :]:
+            ax.set_visible(False)
+        for ax, axis in zip(axs.flat, single, strict=False):
             mags = [p.magnitude for p in points if p.perturbation == axis.name]
             x = [float(m) for m in mags]
             for algo, rs in by_algo.items():
@@ -355,10 +380,10 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
                 (line,) = ax.plot(x, stats[:, 0], marker="o", label=algo)
                 ax.fill_between(x, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
             ax.axvline(NEUTRAL[axis.name], color="0.6", lw=0.8, ls="--")
-            ax.set_xlabel(f"{axis.name} {'scale' if NEUTRAL[axis.name] == 1.0 else 'magnitude'}")
-            ax.set_title(axis.name)
-        axs[0][0].set_ylabel("episode return")
-        axs[0][-1].legend(fontsize=8)
+            ax.set_xlabel(UNITS[axis.name])
+            ax.set_ylabel("episode return")
+        axs.flat[0].legend(fontsize=8)
+        fig.suptitle("mean return over policies, 95% band", fontsize=9)
         fig.tight_layout()
         path = os.path.join(out_dir, "return_vs_magnitude.png")
         fig.savefig(path, dpi=110)
@@ -368,7 +393,7 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
         a0, a1 = axes
         label = f"{a0.name};{a1.name}"
         algos = list(by_algo)
-        fig, axs = plt.subplots(1, len(algos), figsize=(4.2 * len(algos), 3.6), squeeze=False)
+        fig, axs = plt.subplots(1, len(algos), figsize=(4.2 * len(algos), 3.6), squeeze=False, layout="constrained")
         vmin = min(r["mean_return"] for r in rows)
         vmax = max(r["mean_return"] for r in rows)
         for ax, algo in zip(axs[0], algos, strict=True):
@@ -381,12 +406,13 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
             im = ax.imshow(z, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
             ax.set_xticks(range(len(a1.values)), [_fmt(v) for v in a1.values])
             ax.set_yticks(range(len(a0.values)), [_fmt(v) for v in a0.values])
-            ax.set_xlabel(a1.name)
-            ax.set_ylabel(a0.name)
+            ax.set_xlabel(UNITS[a1.name])
+            ax.set_ylabel(UNITS[a0.name])
             ax.set_title(algo)
             if z.size <= 64:
                 for (i, j), v in np.ndenumerate(z):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w")
+                    light = (v - vmin) > 0.6 * (vmax - vmin)
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="k" if light else "w")
         fig.colorbar(im, ax=axs[0].tolist(), label="mean episode return")
         path = os.path.join(out_dir, "heatmap.png")
         fig.savefig(path, dpi=110)
