@@ -175,12 +175,21 @@ class Evaluator:
     def envs_per_call(self) -> int:
         return self.per_call * self.episodes
 
-    def __call__(self, learner: Any) -> dict[str, np.ndarray]:
-        """Per-episode [grid points, episodes] return, length and fell for one policy."""
+    def place(self, learner: Any) -> Any:
+        """The policy's arrays where the program wants them (replicated over the mesh when there is one)."""
         import jax
 
-        if self.replicated is not None:
-            learner = jax.device_put(learner, self.replicated)
+        return jax.device_put(learner, self.replicated) if self.replicated is not None else learner
+
+    def compile(self, learner: Any) -> float:
+        """Compile ahead of time (so that the study reports compile time apart); returns the seconds taken."""
+        t = time.time()
+        self.program = self.program.lower(self.place(learner), *self.calls[0]).compile()
+        return time.time() - t
+
+    def __call__(self, learner: Any) -> dict[str, np.ndarray]:
+        """Per-episode [grid points, episodes] return, length and fell for one policy."""
+        learner = self.place(learner)
         outs = [self.program(learner, keys, pert) for keys, pert in self.calls]
         g, e = len(self.points), self.episodes
         ret, length, fell = (np.concatenate([np.asarray(o[i]) for o in outs])[: g * e].reshape(g, e) for i in range(3))
@@ -216,11 +225,10 @@ def run_study(
             penv = PerturbedEnv(nominal, max_delay=max_delay, push_every=args.push_every)
             program = make_program(penv, run.fns.learner.deterministic_action, run.config.episode_length)
             ev = Evaluator(program, points, args.episodes, args.seed, max(1, args.max_envs // args.episodes))
-            t_c = time.time()
-            ev.program = program.lower(policy_view(run.members[0].learner), *ev.calls[0]).compile()
-            compile_s += time.time() - t_c
+            seconds = ev.compile(policy_view(run.members[0].learner))
+            compile_s += seconds
             log(
-                f"compiled the study program for {run.config.env} in {time.time() - t_c:.1f}s: {len(points)} grid "
+                f"compiled the study program for {run.config.env} in {seconds:.1f}s: {len(points)} grid "
                 f"points x {args.episodes} episodes, {ev.envs_per_call} envs per call, {ev.num_calls} call(s)"
             )
             evaluators[key] = ev

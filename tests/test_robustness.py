@@ -378,3 +378,28 @@ def test_grid_axis_is_sharded_over_devices():
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_randomized_training_run_trains_resumes_into_a_study(tmp_path):
+    """train.py --randomize end to end: the run trains, its checkpoint (with the wrapper's per-env state) loads,
+    its training-time evaluations ran on the nominal task, and the study evaluates it on the nominal model."""
+    run = tmp_path / "dr"
+    flags = [
+        "--hidden-sizes", "16,16", "--num-envs", "4", "--batch-size", "16", "--buffer-size", "512",
+        "--learning-starts", "64", "--eval-every", "64", "--num-eval-envs", "2", "--episode-length", "50",
+        "--updates-per-iter", "2", "--total-steps", "128", "--randomize", "mass=0.5:1.5,gain=0.8:1.2",
+        "--out", str(run), "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["randomize"] == "mass=0.5:1.5,gain=0.8:1.2"
+    from mjx_tecrl.policy import load_run
+
+    loaded = load_run(str(run))
+    assert isinstance(loaded.fns.env, PerturbedEnv)
+    assert robustness.main([str(run), "--perturb", "mass=1,2", "--episodes", "2", "--out", str(tmp_path / "s")]) == 0
+    with open(tmp_path / "s" / "robustness.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["magnitude"] for r in rows] == ["", "1", "2"] and rows[0]["randomize"] == "mass=0.5:1.5,gain=0.8:1.2"
+    assert rows[0]["mean_return"] == rows[1]["mean_return"]
