@@ -370,6 +370,7 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     written = []
     by_algo = _by_algo(rows)
@@ -381,13 +382,20 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
         for ax in axs.flat[len(single) :]:
             ax.set_visible(False)
         for ax, axis in zip(axs.flat, single, strict=False):
-            mags = [p.magnitude for p in points if p.perturbation == axis.name]
-            x = [float(m) for m in mags]
+            at = [(float(p.magnitude), p.perturbation, p.magnitude) for p in points if p.perturbation == axis.name]
+            if NEUTRAL[axis.name] not in axis.values:  # the unperturbed point belongs on every line
+                at.append((NEUTRAL[axis.name], BASELINE, ""))
+            at.sort()
+            x = [a[0] for a in at]
             for algo, rs in by_algo.items():
-                stats = np.array([confidence_band(_member_means(rs, axis.name, m)) for m in mags])
+                stats = np.array([confidence_band(_member_means(rs, label, m)) for _, label, m in at])
                 (line,) = ax.plot(x, stats[:, 0], marker="o", label=algo)
                 ax.fill_between(x, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
             ax.axvline(NEUTRAL[axis.name], color="0.6", lw=0.8, ls="--")
+            if min(x) > 0 and max(x) / min(x) >= 8:  # scales spanning orders of magnitude
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xticks(x, [_fmt(v) for v in x])
             ax.set_xlabel(UNITS[axis.name])
             ax.set_ylabel("episode return")
         axs.flat[0].legend(fontsize=8)

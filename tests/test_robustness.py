@@ -403,3 +403,28 @@ def test_randomized_training_run_trains_resumes_into_a_study(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["magnitude"] for r in rows] == ["", "1", "2"] and rows[0]["randomize"] == "mass=0.5:1.5,gain=0.8:1.2"
     assert rows[0]["mean_return"] == rows[1]["mean_return"]
+
+
+def test_summary_and_plots_from_rows(tmp_path):
+    """Relative returns against the unperturbed point per algo, 95% bands over seeds, a heat map for 2 axes."""
+    axes = [robustness.Axis("mass", (0.5, 2.0)), robustness.Axis("obs_noise", (0.0, 0.1))]
+    points = robustness.grid(axes, one_at_a_time=False)
+    rows = []
+    for algo, base in (("dsac-e", 100.0), ("sac", -50.0)):
+        for jitter in (-1.0, 1.0):  # two seeds
+            for p in points:
+                factor = 0.5 if p.values.get("obs_noise") else 1.0  # noise halves the return (or doubles a cost)
+                value = base * (factor if base > 0 else 1 / factor) + jitter
+                rows.append({"algo": algo, "randomize": "", "perturbation": p.perturbation,
+                             "magnitude": p.magnitude, "mean_return": value, "fall_rate": 0.0})  # fmt: skip
+    text = robustness.summary(rows, points)
+    assert "mass;obs_noise (4 points)" in text
+    assert "dsac-e" in text and "mean  -25.0%  worst  -50.0% at mass;obs_noise=0.5;0.1" in text
+    assert "mean  -50.0%  worst -100.0%" in text  # a cost that doubles: relative to |unperturbed|
+    assert robustness.plot(rows, points, axes, str(tmp_path)) == [str(tmp_path / "heatmap.png")]
+    mean, low, high = robustness.confidence_band(np.array([99.0, 101.0]))
+    assert mean == 100.0 and high - mean == pytest.approx(12.706 * 1.0, rel=1e-4)
+    single = robustness.grid(axes, one_at_a_time=True)
+    relabel = zip(rows, single * 4, strict=True)  # 2 algos x 2 seeds x 5 points either way
+    rows = [{**r, "perturbation": p.perturbation, "magnitude": p.magnitude} for r, p in relabel]
+    assert robustness.plot(rows, single, axes, str(tmp_path)) == [str(tmp_path / "return_vs_magnitude.png")]
