@@ -146,7 +146,8 @@ class Evaluator:
         devices = jax.local_devices()
         ndev = len(devices)
         g = len(self.points)
-        per_call = max(1, min(self.points_per_call, g))
+        calls = -(-g // max(1, self.points_per_call))
+        per_call = -(-g // calls)  # the fewest calls, spread evenly (least padding)
         self.per_call = -(-per_call // ndev) * ndev  # whole grid points on each device
         self.num_calls = -(-g // self.per_call)
         padded = self.points + [GridPoint(BASELINE, "", {})] * (self.num_calls * self.per_call - g)

@@ -237,10 +237,11 @@ def test_study_at_neutral_magnitudes_reproduces_the_plain_evaluation(tiny_runs, 
     argv = [str(tiny_runs["dsac-e"]), str(tiny_runs["sac"]), "--episodes", "3", "--seed", "7", "--out", str(out)]
     for g in grid:
         argv += ["--perturb", g]
-    argv += ["--one-at-a-time", "--max-envs", "15"]  # 12 grid points: 3 calls of 5 (the last padded)
+    argv += ["--one-at-a-time", "--max-envs", "15"]  # 12 grid points: 3 calls of 4
     assert robustness.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("compiled the study program") == 1  # both algorithms share one program
+    assert "12 envs per call, 3 call(s)" in printed
     assert "mass: return change vs unperturbed" in printed and "dsac-e" in printed and "sac" in printed
 
     with open(out / "robustness.csv") as f:
