@@ -20,7 +20,6 @@ import argparse
 import csv
 import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -342,18 +341,17 @@ def summary(rows: list[dict], points: list[GridPoint]) -> str:
     return "\n".join(lines)
 
 
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # Student t, 95% two-sided
-
-
-def confidence_band(values: np.ndarray) -> tuple[float, float, float]:
-    """(mean, low, high): 95% t-interval of the mean over policies (low = high = mean for one policy)."""
-    n = len(values)
+def confidence_band(values: np.ndarray, resamples: int = 2000) -> tuple[float, float, float]:
+    """(mean, low, high): 95% percentile-bootstrap interval of the mean over policies (fixed resampling seed;
+    it stays within the range of the data, which a t-interval over two seeds does not)."""
+    values = np.asarray(values, np.float64)
     mean = float(np.mean(values))
-    if n < 2:
+    if len(values) < 2:
         return mean, mean, mean
-    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96 + 2.4 / (n - 1)
-    half = t * float(np.std(values, ddof=1)) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    rng = np.random.default_rng(0)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return mean, float(low), float(high)
 
 
 UNITS = {
@@ -366,7 +364,7 @@ UNITS = {
 
 
 def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: str) -> list[str]:
-    """Return against magnitude per algo with 95% bands over policies; a heat map per algo for two-axis grids."""
+    """Return against magnitude per algo with 95% bootstrap bands over policies; heat maps for two-axis grids."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,7 +398,7 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
             ax.set_xlabel(UNITS[axis.name])
             ax.set_ylabel("episode return")
         axs.flat[0].legend(fontsize=8)
-        fig.suptitle("mean return over policies, 95% band", fontsize=9)
+        fig.suptitle("mean return over policies, 95% bootstrap band", fontsize=9)
         fig.tight_layout()
         path = os.path.join(out_dir, "return_vs_magnitude.png")
         fig.savefig(path, dpi=110)
