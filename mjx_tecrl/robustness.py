@@ -394,7 +394,7 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
             if min(x) > 0 and max(x) / min(x) >= 8:  # scales spanning orders of magnitude
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-                ax.set_xticks(x, [_fmt(v) for v in x])
+                ax.set_xticks(x, [_fmt(v) for v in x], rotation=45 if len(x) > 5 else 0)
             ax.set_xlabel(UNITS[axis.name])
             ax.set_ylabel("episode return")
         axs.flat[0].legend(fontsize=8)
