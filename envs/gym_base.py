@@ -14,7 +14,6 @@ import contextlib
 import importlib.util
 import io
 import os
-import sys
 from typing import Any, ClassVar
 
 import jax
@@ -94,24 +93,23 @@ def c_contact_frames():
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
-    """Silence file descriptor 2 (MuJoCo's C warnings bypass Python's sys.stderr); exceptions still propagate."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+def _mujoco_warnings_to(sink: list[str]):
+    """Route MuJoCo's C warnings to `sink` while loading: by default MuJoCo prints them and appends them to
+    MUJOCO_LOG.TXT in the working directory, a file nobody asked for (half_cheetah.xml's settotalmass is
+    deprecated in MuJoCo 4 but still applied)."""
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(sink.append)
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        mujoco.set_mju_user_warning(previous)
 
 
 def load_model(xml_file: str, physics: str) -> mujoco.MjModel:
     """The gymnasium model with MJX's changes: PGS (unsupported) -> Newton; `fast`: fewer solver iterations."""
     if physics not in PHYSICS:
         raise ValueError(f"physics {physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
-    with _quiet_stderr():  # MuJoCo 4 warns (in C) that half_cheetah.xml's settotalmass is deprecated; it still applies
+    with _mujoco_warnings_to([]):
         model = mujoco.MjModel.from_xml_path(gymnasium_asset(xml_file))
     if model.opt.solver == mujoco.mjtSolver.mjSOL_PGS:
         model.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
