@@ -209,7 +209,7 @@ def test_blow_up_stops_the_run_with_exit_3_and_keeps_the_last_checkpoint(tmp_pat
     """4 envs, warm-up 1 iteration, chunks of 4: t = 2..5 in chunk 1 (checkpointed at env step 20), then the
     1e38 reward of t = 7 (chunk 2, iteration 1, env step (1 + 4 + 2) * 4 = 28) blows up the reward critic.
     The buffer holds one insert, so the updates of an iteration learn from its own steps only."""
-    monkeypatch.setattr(registry, "make", lambda name: HugeRewardEnv(blow_up_at=7))
+    monkeypatch.setattr(registry, "make", lambda name, **kw: HugeRewardEnv(blow_up_at=7))
     run_dir = tmp_path / "run"
     argv = ["--num-envs", "4", "--buffer-size", "4", "--batch-size", "4", "--learning-starts", "4",
             "--eval-every", "16", "--total-steps", "400", "--hidden-sizes", "16,16", "--episode-length", "100",
