@@ -7,6 +7,8 @@ brax's `generalized` backend.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,6 @@ class EnvSpec:
     paper: dict[str, Any] = field(default_factory=dict)
 
     def make(self) -> ScaledActionEnv:
-        import contextlib
         import io
         import warnings
 
@@ -41,10 +42,29 @@ class EnvSpec:
             from brax import envs as brax_envs
 
         _patch_brax_fluid_clip()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _mjx_models_on_a_local_device():
             warnings.simplefilter("ignore")
             env = brax_envs.get_environment(self.brax_name, backend=self.backend)
         return ScaledActionEnv(env, env_scales_actions=self.env_scales_actions)
+
+
+@contextlib.contextmanager
+def _mjx_models_on_a_local_device():
+    """mjx.put_model without a device picks jax.devices()[0]; under jax.distributed that device belongs to
+    process 0, and the other processes could not read their own env's model. Give it a local device."""
+    import jax
+
+    if jax.process_count() == 1:
+        yield
+        return
+    from mujoco import mjx
+
+    original = mjx.put_model
+    mjx.put_model = functools.partial(original, device=jax.local_devices()[0])
+    try:
+        yield
+    finally:
+        mjx.put_model = original
 
 
 def _patch_brax_fluid_clip() -> None:

@@ -60,7 +60,7 @@ def prepare(overrides: dict[str, Any], sweep: SweepSpec | None = None) -> RunPla
     members: tuple[dict[str, Any], ...] = ()
     if sweep is not None:
         members = tuple(sweep_lib.check_members(config, sweep))
-        _check_member_devices(len(members))
+    _check_member_devices(len(members))
     tag = "sweep" if sweep is not None else f"s{config.seed}"
     run_dir = config.out or os.path.join("runs", f"{config.env}-{config.algo}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     if os.path.exists(os.path.join(run_dir, "config.json")):
@@ -104,14 +104,18 @@ def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_d
     config = dataclasses.replace(saved, **{**allowed, "out": resume_dir, "resume": resume_dir})
     _validate(config, saved_sweep is not None)
     members = tuple(saved_sweep["members"]) if saved_sweep is not None else ()
-    if members:
-        _check_member_devices(len(members))
+    _check_member_devices(len(members))
     return RunPlan(config, resume_dir, True, saved_spec, members)
 
 
 def _check_member_devices(n_members: int) -> None:
-    """Across several processes every device must hold the same number of members."""
+    """Across several processes every device must hold the same number of sweep members."""
     n_dev = jax.device_count()
+    if jax.process_count() > 1 and not n_members:
+        raise ConfigError(
+            f"--num-processes {jax.process_count()} splits the members of a sweep over the processes; "
+            "give --sweep and/or --seeds (a single run uses the devices of one process)"
+        )
     if jax.process_count() > 1 and n_members % n_dev:
         raise ConfigError(
             f"--sweep/--seeds give {n_members} members, which do not split evenly over the {n_dev} devices "
