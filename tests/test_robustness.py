@@ -452,3 +452,12 @@ def test_summary_and_plots_from_rows(tmp_path):
     relabel = zip(rows, single * 4, strict=True)  # 2 algos x 2 seeds x 5 points either way
     rows = [{**r, "perturbation": p.perturbation, "magnitude": p.magnitude} for r, p in relabel]
     assert robustness.plot(rows, single, axes, str(tmp_path)) == [str(tmp_path / "return_vs_magnitude.png")]
+
+
+def test_push_finds_the_root_translation_or_refuses():
+    hopper = PerturbedEnv(registry.make("hopper"))  # planar: rootx (pushed), rootz (vertical: not pushed)
+    dofs, axes = hopper._push
+    assert dofs.tolist() == [0] and np.allclose(np.abs(axes), [[1.0, 0.0]])
+    ant = PerturbedEnv(registry.make("ant"))  # a free joint: both horizontal velocities
+    assert ant._push[0].tolist() == [0, 1]
+    assert not PerturbedEnv(registry.make("reacher")).can_push  # a fixed base: nothing to push
