@@ -216,6 +216,9 @@ def run_study(
 
     points = grid(axes, args.one_at_a_time)
     max_delay = int(max((v for a in axes if a.name == "delay" for v in a.values), default=0))
+    # Traced hyperparameters that differ between the policies (a sweep's axes): part of each policy's group.
+    members = [m for run in runs for m in run.members]
+    varying = [n for n in sorted(members[0].hyperparams) if len({m.hyperparams[n] for m in members}) > 1]
     rows: list[dict] = []
     per_episode: dict[str, list] = {"return": [], "length": [], "fell": [], "run": [], "member": []}
     evaluators: dict[tuple, Evaluator] = {}
@@ -251,6 +254,7 @@ def run_study(
                     "algo": run.config.algo,
                     "randomize": run.config.randomize,
                     "seed": member.seed,
+                    "hyperparams": ",".join(f"{n}={member.hyperparams[n]:g}" for n in varying),
                     "perturbation": p.perturbation,
                     "magnitude": p.magnitude,
                     **{a.name: p.values.get(a.name, NEUTRAL[a.name]) for a in axes},
@@ -270,7 +274,7 @@ def run_study(
 
 
 def write_csv(path: str, rows: list[dict], axes: list[Axis]) -> None:
-    fields = ["run", "member", "env", "algo", "randomize", "seed", "perturbation", "magnitude"]
+    fields = ["run", "member", "env", "algo", "randomize", "seed", "hyperparams", "perturbation", "magnitude"]
     fields += [*(a.name for a in axes), *CSV_STATS]
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
@@ -284,7 +288,8 @@ def write_csv(path: str, rows: list[dict], axes: list[Axis]) -> None:
 # --- summary and plots ---------------------------------------------------------------------------------------
 def _by_algo(rows: list[dict]) -> dict[str, list[dict]]:
     """Rows per algorithm; policies trained with domain randomisation form their own group ("sac+dr", or
-    "sac+dr(mass=...)" when one algorithm was trained with several randomisation ranges)."""
+    "sac+dr(mass=...)" when one algorithm was trained with several randomisation ranges), and so do
+    policies whose hyperparameters differ ("dsac-e rho=0.5": a sweep's grid points, over their seeds)."""
     ranges: dict[str, set[str]] = {}
     for r in rows:
         if r["randomize"]:
@@ -294,6 +299,8 @@ def _by_algo(rows: list[dict]) -> dict[str, list[dict]]:
         label = r["algo"]
         if r["randomize"]:
             label += "+dr" if len(ranges[r["algo"]]) == 1 else f"+dr({r['randomize']})"
+        if r.get("hyperparams"):
+            label += f" {r['hyperparams']}"
         out.setdefault(label, []).append(r)
     return out
 

@@ -8,6 +8,7 @@ traced step. The end-to-end test evaluates untrained tiny policies on brax's inv
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -200,21 +201,34 @@ def test_parse_ranges():
 
 
 # --- the CLI -----------------------------------------------------------------------------------------------
-def _tiny_run(run_dir: Path, algo: str, seed: int) -> None:
-    """A run directory holding an untrained tiny policy (no training: the study only needs a checkpoint)."""
+def _tiny_run(run_dir: Path, algo: str, seed: int, sweep_rhos: tuple[float, ...] = ()) -> None:
+    """A run directory holding an untrained tiny policy (no training: the study only needs a checkpoint);
+    with `sweep_rhos`, a sweep's directory: one member per rho, seeds seed, seed + 1, ..."""
     config = make_config(
         env="inverted_pendulum", algo=algo, seed=seed, hidden_sizes=(16, 16), num_envs=4, batch_size=8,
         buffer_size=64, learning_starts=8, total_steps=64, eval_every=8, num_eval_envs=3, episode_length=40,
         out=str(run_dir),
     )  # fmt: skip
     fns = make_train(config, registry.make(config.env))
-    key = jax.random.PRNGKey(seed)
-    hp = config.hyperparams(fns.env.action_size)
-    template = jax.eval_shape(fns._init, key, hp)  # the env and replay parts stay zeros: never read here
-    state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
-    state = state.replace(learner=fns.learner.init(key, fns.env.observation_size, hp))
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    members = [(seed + i, dataclasses.replace(config, rho=rho)) for i, rho in enumerate(sweep_rhos)] or [(seed, config)]
+    learners = []
+    for s, c in members:
+        hp = c.hyperparams(fns.env.action_size)
+        learners.append(fns.learner.init(jax.random.PRNGKey(s), fns.env.observation_size, hp))
+    hp = config.hyperparams(fns.env.action_size)
+    # The env and replay parts of the state stay zeros: a study never reads them.
+    template = jax.eval_shape(fns._init, jax.random.PRNGKey(seed), hp)
+    if sweep_rhos:
+        template = jax.eval_shape(jax.vmap(fns._init), jax.random.split(jax.random.PRNGKey(seed), len(members)),
+                                  jax.tree.map(lambda x: jnp.stack([x] * len(members)), hp))  # fmt: skip
+        learner = jax.tree.map(lambda *xs: np.stack(xs), *learners)
+        sweep = [{"member": i, "seed": s, "hyperparams": {"rho": c.rho}} for i, (s, c) in enumerate(members)]
+        (run_dir / "sweep.json").write_text(json.dumps({"members": sweep}))
+    else:
+        learner = learners[0]
+    state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template).replace(learner=learner)
     checkpoint.save(str(run_dir / "checkpoints"), state, {"env_steps": 0, "has_buffer": True})
 
 
@@ -224,6 +238,8 @@ def tiny_runs(tmp_path_factory):
     runs = {"dsac-e": root / "e", "sac": root / "sac"}
     for seed, (algo, d) in enumerate(runs.items()):
         _tiny_run(d, algo, seed)
+    runs["sweep"] = root / "sweep"
+    _tiny_run(runs["sweep"], "dsac-e", 5, sweep_rhos=(0.5, 1.0))
     return runs
 
 
@@ -234,13 +250,14 @@ NEUTRAL_GRID = [f"{name}={NEUTRAL[name]:g}" for name in NAMES]
 def test_study_at_neutral_magnitudes_reproduces_the_plain_evaluation(tiny_runs, tmp_path, capsys):
     out = tmp_path / "study"
     grid = [g for g in NEUTRAL_GRID if not g.startswith(("mass", "delay"))] + ["mass=0.25,1", "delay=0,1"]
-    argv = [str(tiny_runs["dsac-e"]), str(tiny_runs["sac"]), "--episodes", "3", "--seed", "7", "--out", str(out)]
+    runs = [str(tiny_runs[k]) for k in ("dsac-e", "sac", "sweep")]
+    argv = [*runs, "--episodes", "3", "--seed", "7", "--out", str(out)]
     for g in grid:
         argv += ["--perturb", g]
     argv += ["--one-at-a-time", "--max-envs", "15"]  # 12 grid points: 3 calls of 4
     assert robustness.main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("compiled the study program") == 1  # both algorithms share one program
+    assert printed.count("compiled the study program") == 1  # all algorithms and members share one program
     assert "12 envs per call, 3 call(s)" in printed
     assert "mass: return change vs unperturbed" in printed and "dsac-e" in printed and "sac" in printed
 
@@ -249,7 +266,12 @@ def test_study_at_neutral_magnitudes_reproduces_the_plain_evaluation(tiny_runs, 
     data = np.load(out / "episodes.npz")
     labels = list(zip(data["perturbation"], data["magnitude"], strict=True))
     assert labels[0] == ("none", "") and len(labels) == 1 + len(NAMES) + 2
-    assert len(rows) == 2 * len(labels) and {r["algo"] for r in rows} == {"dsac-e", "sac"}
+    assert len(rows) == 4 * len(labels) and {r["algo"] for r in rows} == {"dsac-e", "sac"}
+    # The sweep's members are policies of their own, grouped by the hyperparameter that differs.
+    assert [(r["member"], r["seed"], r["hyperparams"]) for r in rows if r["run"] == runs[2]][:: len(labels)] == [
+        ("0", "5", "rho=0.5"), ("1", "6", "rho=1")]  # fmt: skip
+    assert "dsac-e rho=0.5" in printed and "dsac-e rho=1" in printed and "sac rho=1" in printed
+    assert not np.array_equal(data["return"][2], data["return"][3])  # two members, two policies
     assert (out / "return_vs_magnitude.png").stat().st_size > 0 and (out / "study.json").exists()
 
     from mjx_tecrl.policy import load_run
@@ -430,3 +452,12 @@ def test_summary_and_plots_from_rows(tmp_path):
     relabel = zip(rows, single * 4, strict=True)  # 2 algos x 2 seeds x 5 points either way
     rows = [{**r, "perturbation": p.perturbation, "magnitude": p.magnitude} for r, p in relabel]
     assert robustness.plot(rows, single, axes, str(tmp_path)) == [str(tmp_path / "return_vs_magnitude.png")]
+
+
+def test_push_finds_the_root_translation_or_refuses():
+    hopper = PerturbedEnv(registry.make("hopper"))  # planar: rootx (pushed), rootz (vertical: not pushed)
+    dofs, axes = hopper._push
+    assert dofs.tolist() == [0] and np.allclose(np.abs(axes), [[1.0, 0.0]])
+    ant = PerturbedEnv(registry.make("ant"))  # a free joint: both horizontal velocities
+    assert ant._push[0].tolist() == [0, 1]
+    assert not PerturbedEnv(registry.make("reacher")).can_push  # a fixed base: nothing to push
