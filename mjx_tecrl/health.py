@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mjx_tecrl.loop import NONFINITE_PREFIX
+# Light on purpose (no jax): run.py imports this before `jax.distributed.initialize` may be called.
+NONFINITE_PREFIX = "diag/nonfinite/"
 
 
 def split_nonfinite(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:

@@ -23,10 +23,9 @@ from flax import struct
 from mjx_tecrl import replay as replay_lib
 from mjx_tecrl import rollout
 from mjx_tecrl.config import Config, Hyperparams
+from mjx_tecrl.health import NONFINITE_PREFIX
 from mjx_tecrl.learner import Learner, LearnerState
 from mjx_tecrl.types import normalizer_update
-
-NONFINITE_PREFIX = "diag/nonfinite/"
 
 
 @struct.dataclass

@@ -83,3 +83,15 @@ def test_importing_the_package_checks_the_versions(fake, expected):
     if expected:
         assert "found jax 0.4.30, mujoco 3.1.0, outside that range" in proc.stderr
         assert "jax >=0.10.2,<0.11" in proc.stderr
+
+
+def test_importing_the_run_modules_leaves_the_xla_backend_uninitialised():
+    """cli.main imports run (and with it health and memory) before `jax.distributed.initialize`, which
+    refuses to run once any JAX call has started a backend."""
+    code = (
+        "import mjx_tecrl.run, mjx_tecrl.health, mjx_tecrl.memory\n"
+        "from jax._src import xla_bridge\n"
+        "assert not xla_bridge.backends_are_initialized()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
