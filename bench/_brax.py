@@ -32,6 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+with contextlib.redirect_stdout(io.StringIO()):  # mujoco.mjx's "Failed to import warp" line
+    from brax import envs as brax_envs
+
 
 def device_put_replicated(x, devices):
     """What JAX's removed function did: every leaf stacked len(devices) times, sharded over `devices`."""
@@ -90,10 +93,47 @@ def capture_epoch():
 
 
 def brax_env(task: str):
-    """The brax env our registry wraps for `task` (same object, same backend)."""
+    """The env brax's trainer gets for `task`: for a `brax:` task the very object our registry wraps; for a
+    Gymnasium task (not a brax `Env`) our registry env itself, its [-1, 1] action mapping included, behind
+    `BraxEnvAdapter`. Either way both trainers step the same physics with the same action mapping."""
     import _common as C
 
-    return C.env(task).unwrapped
+    ours = C.env(task)
+    if isinstance(ours.unwrapped, brax_envs.Env):
+        return ours.unwrapped
+    return BraxEnvAdapter(ours)
+
+
+class BraxEnvAdapter(brax_envs.Env):
+    """A brax `Env` over one of our registry envs (reset/step act on one env and return brax `State` fields)."""
+
+    def __init__(self, ours):
+        self._ours = ours
+
+    def reset(self, rng):
+        return self._ours.reset(rng)
+
+    def step(self, state, action):
+        # brax's wrappers add their own keys to `metrics` (EvalWrapper: "reward") and expect them to stay, as
+        # brax's envs update the dict in place; ours return a fresh dict of the task's own terms.
+        out = self._ours.step(state, action)
+        return out.replace(metrics={**state.metrics, **out.metrics})
+
+    @property
+    def observation_size(self):
+        return self._ours.observation_size
+
+    @property
+    def action_size(self):
+        return self._ours.action_size
+
+    @property
+    def backend(self):
+        return "mjx"
+
+    @property
+    def dt(self):
+        return self._ours.dt
 
 
 def train_kwargs(config, num_timesteps: int, num_evals: int, num_eval_envs: int) -> dict:

@@ -1,91 +1,88 @@
 """S members in one sweep program against S single runs one after another (issue: sweeps).
 
-For each task and S, side by side in this process:
-  sweep:      `train.py --sweep rho=... --seeds ...` with S members: compile once, train all at once;
-  sequential: S single runs of the same config (the compiled program is the same for every seed, so the
-              fair sequential cost is one compile plus S trainings).
-Prints a table and writes JSON. Usage:
-  python bench/sweep_members.py --tasks inverted_pendulum hopper --members 1 2 4 8
+Per task, in this process, alternating so that both see the same machine load:
+  single runs: seeds 0 .. max(S)-1, each `train.py`'s run at the same config (compile, warm-up, train,
+               evaluate); "S runs in a row" is the first S of them, so its cost is measured, not scaled;
+  sweeps:      `train.py --seeds S` for each S > 1 (S members stacked, vmapped, one compiled program).
+A sweep of S = 1 is the single run itself. Wall times are whole runs (compile included); the training
+time is the chunks alone (summary.json's train_time_s). Prints a table and writes JSON:
+
+    python bench/sweep_members.py --tasks inverted_pendulum,hopper --members 1,2,4,8
+    python bench/sweep_members.py --quick
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import os
-import platform
 import tempfile
 import time
 
-import jax
+import _common as C
 
 
-def _run(overrides: dict, sweep=None) -> dict:
+def _run(overrides: dict, seeds: int | None = None) -> tuple[dict, float]:
     from mjx_tecrl import run as run_lib
-
-    plan = run_lib.prepare(overrides, sweep)
-    return run_lib.run(plan, out=io.StringIO())
-
-
-def measure(task: str, s: int, num_envs: int, chunks: int, updates: int, tmp: str) -> dict:
     from mjx_tecrl.sweep import SweepSpec
 
-    base = dict(env=task, num_envs=num_envs, learning_starts=num_envs * 4, eval_every=num_envs * 25,
-                updates_per_iter=updates, progress=False, checkpoint_every=0, num_eval_envs=4)  # fmt: skip
-    base["total_steps"] = base["learning_starts"] + chunks * base["eval_every"]
-    t0 = time.time()
-    sw = _run({**base, "out": os.path.join(tmp, f"{task}-sweep{s}")}, SweepSpec((), s) if s > 1 else None)
-    sweep_wall = time.time() - t0
-    seq_train, seq_compile, seq_wall = 0.0, None, 0.0
-    for k in range(s):
-        t0 = time.time()
-        one = _run({**base, "seed": k, "out": os.path.join(tmp, f"{task}-seq{s}-{k}")})
-        seq_wall += time.time() - t0
-        seq_train += one["train_time_s"]
-        seq_compile = one["compile_time_s"] if seq_compile is None else seq_compile
-    steps = s * (sw["env_steps"] - base["learning_starts"])
-    return {
-        "task": task, "members": s, "num_envs": num_envs, "updates_per_iter": updates,
-        "sweep_compile_s": sw["compile_time_s"], "sweep_train_s": sw["train_time_s"], "sweep_wall_s": sweep_wall,
-        "sweep_env_steps_per_s": steps / sw["train_time_s"],
-        "seq_compile_s": seq_compile, "seq_train_s": seq_train, "seq_wall_s": seq_wall,
-        "seq_fair_total_s": seq_compile + seq_train,
-        "seq_env_steps_per_s": steps / seq_train,
-        "speedup_train": seq_train / sw["train_time_s"],
-        "speedup_total": (seq_compile + seq_train) / (sw["compile_time_s"] + sw["train_time_s"]),
-        "load_avg": os.getloadavg()[0],
-    }  # fmt: skip
+    t0 = time.perf_counter()
+    plan = run_lib.prepare(overrides, SweepSpec((), seeds) if seeds else None)
+    summary = run_lib.run(plan, out=io.StringIO())
+    return summary, time.perf_counter() - t0
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", default=["inverted_pendulum", "hopper"])
-    p.add_argument("--members", nargs="+", type=int, default=[1, 2, 4, 8])
-    p.add_argument("--num-envs", type=int, default=32)
+def main(argv=None):
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--tasks", type=C.str_list, default="inverted_pendulum,hopper")
+    p.add_argument("--members", type=C.int_list, default="1,2,4,8", help="sweep sizes S")
+    p.add_argument("--num-envs", type=int, default=32, help="environments per member")
     p.add_argument("--updates-per-iter", type=int, default=8)
-    p.add_argument("--chunks", type=int, default=2, help="training chunks of 25 iterations each")
-    p.add_argument("--out", default="bench/results/sweep_members.json")
-    a = p.parse_args()
-    rows = []
+    p.add_argument("--chunks", type=int, default=4, help="training chunks of 25 iterations each")
+    args = C.parse(p, {"tasks": ["inverted_pendulum"], "members": [1, 2], "num_envs": 8, "chunks": 1}, argv)
+    C.check_tasks(p, args.tasks)
+    if min(args.num_envs, args.updates_per_iter, args.chunks) <= 0:
+        p.error("--num-envs, --updates-per-iter and --chunks must be positive integers")
+    report = C.Report("sweep_members", args)
+    largest = max(args.members)
+    sweeps = sorted(s for s in set(args.members) if s > 1)
     with tempfile.TemporaryDirectory() as tmp:
-        for task in a.tasks:
-            for s in a.members:
-                r = measure(task, s, a.num_envs, a.chunks, a.updates_per_iter, tmp)
-                rows.append(r)
-                print(
-                    f"{task:18s} S={s:<3d} sweep {r['sweep_env_steps_per_s']:8.0f} env steps/s "
-                    f"(compile {r['sweep_compile_s']:5.1f}s train {r['sweep_train_s']:6.1f}s)  sequential "
-                    f"{r['seq_env_steps_per_s']:8.0f} (train {r['seq_train_s']:6.1f}s)  speedup train "
-                    f"{r['speedup_train']:.2f}x, with compile {r['speedup_total']:.2f}x  load {r['load_avg']:.1f}",
-                    flush=True,
-                )
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count()}  # fmt: skip
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    print(f"wrote {a.out}")
+        for task in args.tasks:
+            n = args.num_envs
+            base = dict(env=task, num_envs=n, learning_starts=n * 4, eval_every=n * 25, num_eval_envs=4,
+                        updates_per_iter=args.updates_per_iter, progress=False, checkpoint_every=0)  # fmt: skip
+            base["total_steps"] = base["learning_starts"] + args.chunks * base["eval_every"]
+            singles, swept = [], {}
+            order = [("single", k) for k in range(largest)]
+            for i, s in enumerate(sweeps):  # interleave: single 0, sweep, single 1, sweep, ...
+                order.insert(2 * i + 1, ("sweep", s))
+            for kind, v in order:
+                if kind == "single":
+                    summary, wall = _run({**base, "seed": v, "out": os.path.join(tmp, f"{task}-single{v}")})
+                    singles.append((summary, wall))
+                else:
+                    swept[v] = _run({**base, "out": os.path.join(tmp, f"{task}-sweep{v}")}, seeds=v)
+                print(f"{task} {kind} {v} done, load {os.getloadavg()[0]:.2f}", flush=True)
+            for s in sorted(set(args.members)):
+                seq = singles[:s]
+                seq_wall = sum(w for _, w in seq)
+                seq_train = sum(x["train_time_s"] for x, _ in seq)
+                sw, sw_wall = swept[s] if s > 1 else singles[0]
+                steps = s * (sw["env_steps"] - base["learning_starts"])  # trained env steps of all members
+                report.add(
+                    task=task, members=s, num_envs=n, updates_per_iter=args.updates_per_iter,
+                    env_steps_per_member=sw["env_steps"],
+                    sweep_compile_s=sw["compile_time_s"], sweep_train_s=sw["train_time_s"], sweep_wall_s=sw_wall,
+                    sweep_env_steps_per_s=steps / sw["train_time_s"],
+                    seq_compile_s=sum(x["compile_time_s"] for x, _ in seq), seq_train_s=seq_train,
+                    seq_wall_s=seq_wall, seq_env_steps_per_s=steps / seq_train,
+                    speedup_train=seq_train / sw["train_time_s"], speedup_wall=seq_wall / sw_wall,
+                )  # fmt: skip
+    headers = ["task", "S", "sweep wall s", "compile s", "train s", "env steps/s", "S runs in a row: wall s",
+               "train s", "env steps/s", "speedup: wall", "train"]  # fmt: skip
+    keys = ["task", "members", "sweep_wall_s", "sweep_compile_s", "sweep_train_s", "sweep_env_steps_per_s",
+            "seq_wall_s", "seq_train_s", "seq_env_steps_per_s", "speedup_wall", "speedup_train"]  # fmt: skip
+    print(C.table(headers, [[r[k] for k in keys] for r in report.rows]))
+    report.write()
 
 
 if __name__ == "__main__":
