@@ -80,3 +80,43 @@ def test_device_put_replicated_shim_stacks_over_devices():
     out = _brax.device_put_replicated({"w": jnp.arange(3.0), "s": jnp.float32(2.0)}, devices)
     assert out["w"].shape == (len(devices), 3) and out["s"].shape == (len(devices),)
     assert out["w"].tolist() == [[0.0, 1.0, 2.0]] * len(devices)
+
+
+class _OneDimEnv:
+    """A registry-like env (reset/step on one env) whose state is brax's `State` with a task metric of its own."""
+
+    observation_size, action_size, dt = 1, 1, 0.1
+
+    @property
+    def unwrapped(self):
+        return self  # not a brax Env: the adapter is needed
+
+    def reset(self, key):
+        from brax.envs.base import State
+
+        zero = jnp.zeros(())
+        return State(pipeline_state=None, obs=jnp.zeros(1), reward=zero, done=zero, metrics={"x": zero}, info={})
+
+    def step(self, state, action):
+        obs = state.obs + action
+        return state.replace(obs=obs, reward=obs[0], metrics={"x": obs[0]})  # a fresh dict, as our tasks return
+
+
+def test_brax_adapter_runs_under_brax_training_and_eval_wrappers(fast_compile, monkeypatch):
+    """brax's wrappers add "reward" to `metrics` and need it kept through a step; ours return fresh dicts."""
+    from brax.envs.wrappers import training
+
+    monkeypatch.setattr(C, "env", lambda task: _OneDimEnv())
+    env = _brax.brax_env("anything")
+    assert isinstance(env, _brax.BraxEnvAdapter)
+    wrapped = training.EvalWrapper(training.wrap(env, episode_length=3))
+    state = jax.jit(wrapped.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
+
+    def steps(state):
+        return jax.lax.scan(lambda s, _: (wrapped.step(s, jnp.ones((2, 1))), None), state, None, length=4)[0]
+
+    state = jax.jit(steps)(state)
+    assert {"x", "reward"} <= set(state.metrics)
+    # four steps of +1 with a 3-step time limit: the first episode ended at t = 3 and the next began from 0
+    assert state.obs.tolist() == [[1.0], [1.0]]
+    assert state.info["eval_metrics"].episode_metrics["reward"].tolist() == [6.0, 6.0]  # 1 + 2 + 3
