@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjx_tecrl import checkpoint, health, memory, policy
+from mjx_tecrl import checkpoint, health, interrupt, memory, policy
 from mjx_tecrl import sweep as sweep_lib
 from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
@@ -161,9 +161,11 @@ class _StopFlag:
             print("\ninterrupt: saving a checkpoint after this chunk (Ctrl-C again to abort)", flush=True)
 
         try:
-            self._previous = signal.signal(signal.SIGINT, handler)
+            previous = signal.signal(signal.SIGINT, handler)
         except ValueError:  # not in the main thread
             self._previous = None
+        else:  # train.py's guard of the compile (mjx_tecrl.interrupt) hands Ctrl-C over to this flag
+            self._previous = interrupt.handover(previous)
         return self
 
     def __exit__(self, *exc):

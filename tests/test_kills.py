@@ -10,8 +10,8 @@ one process is stopped with SIGINT (Ctrl-C), which must save a checkpoint after 
 Kills inside a checkpoint write: the processes run train.py under a launcher that makes fsync slow (a slow
 disk, as in test_checkpoint.py), so the temp file lives long enough for the test to see it and kill then.
 
-Killed before the first checkpoint: --resume starts the run over in its directory and ends equal to an
-uninterrupted run.
+Killed before the first checkpoint, or Ctrl-C before training began (during the compile): --resume starts the
+run over in its directory and ends equal to an uninterrupted run; Ctrl-C exits 130 with one line and at once.
 
 Determinism: two fresh runs with the same seed on the same device give identical metrics and summaries.
 
@@ -54,6 +54,12 @@ def slow_fsync(fd):  # a slow disk: a checkpoint's temp file lives this much lon
         time.sleep(delay)
     real_fsync(fd)
 os.fsync = slow_fsync
+if os.environ.get("REPORT_COMPILES") == "1":  # a stdout line before and after each XLA compile (jax.monitoring)
+    import jax.monitoring as mon
+    mon.register_event_listener(lambda event, **kw: event == "/jax/compilation_cache/compile_requests_use_cache"
+                                and print("xla compile starts", flush=True))
+    mon.register_event_duration_secs_listener(lambda event, secs, **kw: event == "/jax/core/compile/"
+                                              "backend_compile_duration" and print("xla compile ends", flush=True))
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -69,12 +75,13 @@ class Proc:
         env = {"SLOW_FSYNC_S": str(SLOW_FSYNC_S), **env}
         self.p = subprocess.Popen([*cmd, *argv], cwd=cwd, env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        self.lines, self.compiled, self.chunk_done = [], threading.Event(), threading.Event()
+        self.lines, self.times, self.compiled, self.chunk_done = [], [], threading.Event(), threading.Event()
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
 
     def _read(self):
         for line in self.p.stdout:
+            self.times.append(time.monotonic())
             self.lines.append(line)
             if line.startswith("compiled in"):
                 self.compiled.set()
@@ -280,6 +287,63 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_start(tmp_pat
     assert _restarted(out, run_dir) and "resumed" not in out
     assert _temps(ckpt_dir) == set(), "the restart left the dead writer's temp file behind"
     _assert_same_run(run_dir, reference, TWO_CHUNKS)  # the aborted attempt's row was dropped, not repeated
+
+
+INTERRUPTED = "train.py: interrupted before training began; nothing is lost: python train.py --resume {} continues"
+
+
+def _interrupt_mid_compile(argv, cwd: Path, env: dict, cache: Path, after: str = "") -> tuple[Proc, float, str]:
+    """Start train.py with an empty compilation cache (so it really compiles) and, once a line starting with
+    `after` was printed, send SIGINT when an XLA compile has run for 2 s; returns the process, seconds from the
+    signal to its exit, and its stderr."""
+    env = {**env, "JAX_COMPILATION_CACHE_DIR": str(cache), "SLOW_FSYNC_S": "0", "REPORT_COMPILES": "1"}
+    proc = Proc(argv, cwd, env, slow_disk=True)
+    deadline = time.monotonic() + 900
+    while proc.p.poll() is None and time.monotonic() < deadline:
+        lines, times = list(proc.lines), list(proc.times)
+        started = any(line.startswith(after) for line in lines)
+        if started and lines[-1].startswith("xla compile starts") and time.monotonic() - times[-1] > 2:
+            break
+        time.sleep(0.01)
+    ends_before = sum(line.startswith("xla compile ends") for line in proc.lines)
+    proc.p.send_signal(signal.SIGINT)
+    t = time.monotonic()
+    proc.p.wait(timeout=600)
+    elapsed = time.monotonic() - t
+    proc._t.join(timeout=10)
+    err = proc.p.stderr.read()
+    assert not any(line.startswith("compiled in") for line in proc.lines), "the signal came after the compiles"
+    ends_after = sum(line.startswith("xla compile ends") for line in proc.lines)
+    assert ends_after == ends_before, "the compile under way finished: the exit waited for it"
+    return proc, elapsed, err
+
+
+def test_ctrl_c_during_compilation_exits_130_at_once_and_the_run_resumes(tmp_path, xla_cache_env, reference):
+    """SIGINT inside an XLA compile (C++, where Python's own handler cannot run): exit status 130, no traceback,
+    one line naming --resume, no waiting for the compile. The directory then resumes (from its start), and a
+    Ctrl-C in the compile of that resumed run leaves its checkpoint and metrics as they were."""
+    run_dir = tmp_path / "interrupted"
+    argv = _argv(out=run_dir, total_steps=TWO_CHUNKS)
+    proc, elapsed, err = _interrupt_mid_compile(argv, tmp_path, xla_cache_env, tmp_path / "cache1")
+    assert proc.p.returncode == 130, (proc.p.returncode, err)
+    assert err.splitlines() == [INTERRUPTED.format(run_dir)], err
+    assert elapsed < 10, elapsed
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+    print(f"ctrl-c mid-compile of a new run: exit {proc.p.returncode}, {elapsed:.2f}s after the signal")
+
+    out = Proc(["--resume", str(run_dir), "--no-progress"], tmp_path, xla_cache_env).finish()
+    assert _restarted(out, run_dir)
+    _assert_same_run(run_dir, reference, TWO_CHUNKS)
+
+    # Ctrl-C while the resumed run compiles: its checkpoint and metrics stay as they were.
+    before = {p: p.read_bytes() for p in (run_dir / "checkpoints" / checkpoint.LATEST, run_dir / "metrics.csv")}
+    argv = ["--resume", str(run_dir), "--total-steps", str(TWO_CHUNKS + CHUNK), "--no-progress"]
+    proc, elapsed, err = _interrupt_mid_compile(argv, tmp_path, xla_cache_env, tmp_path / "cache2", after="resumed ")
+    assert proc.p.returncode == 130 and err.splitlines() == [INTERRUPTED.format(run_dir)], (proc.p.returncode, err)
+    assert f"resumed {run_dir} at env step {TWO_CHUNKS}\n" in proc.lines and elapsed < 10, elapsed
+    print(f"ctrl-c mid-compile of a resumed run: exit {proc.p.returncode}, {elapsed:.2f}s after the signal")
+    assert {p: p.read_bytes() for p in before} == before
+    assert _temps(run_dir / "checkpoints") == set()
 
 
 # --- resume hygiene (no process needed) -------------------------------------------------------------
