@@ -2,7 +2,11 @@
 
 import sys
 
-from mjx_tecrl.cli import main
+from mjx_tecrl import interrupt
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with interrupt.until_training():  # Ctrl-C before the first chunk, compiles included: exit 130 at once
+        from mjx_tecrl.cli import main
+
+        code = main()
+    sys.exit(code)

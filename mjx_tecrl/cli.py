@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from mjx_tecrl import interrupt
 from mjx_tecrl.config import Config, ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = prepare(args.overrides, sweep)
     except ConfigError as e:
         fail(str(e))
+    interrupt.set_run_dir(plan.run_dir)  # a Ctrl-C before training tells the user to --resume it
     if args.num_processes and args.num_processes > 1:
         from jax.experimental import multihost_utils
 

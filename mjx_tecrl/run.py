@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjx_tecrl import checkpoint, health, memory, policy
+from mjx_tecrl import checkpoint, health, interrupt, memory, policy
 from mjx_tecrl import sweep as sweep_lib
 from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
@@ -37,9 +37,10 @@ class NonFiniteError(RuntimeError):
 class RunPlan:
     config: Config
     run_dir: str
-    resume: bool
+    resume: bool  # continue the run already in run_dir (its config.json and sweep.json are kept)
     sweep: SweepSpec | None = None  # None: a single run
     members: tuple[dict[str, Any], ...] = ()  # the sweep's members (member, seed, hyperparams)
+    restart: bool = False  # resume of a run stopped before its first checkpoint: start it over from env step 0
 
     @property
     def is_sweep(self) -> bool:
@@ -64,7 +65,10 @@ def prepare(overrides: dict[str, Any], sweep: SweepSpec | None = None) -> RunPla
     tag = "sweep" if sweep is not None else f"s{config.seed}"
     run_dir = config.out or os.path.join("runs", f"{config.env}-{config.algo}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     if os.path.exists(os.path.join(run_dir, "config.json")):
-        raise ConfigError(f"--out {run_dir!r} already holds a run; use --resume {run_dir} or choose another --out")
+        raise ConfigError(
+            f"--out {run_dir!r} already holds a run; continue it with --resume {run_dir} (which starts it over "
+            "if it stopped before its first checkpoint), or choose another --out"
+        )
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"--out {run_dir!r} exists and is not a directory")
     return RunPlan(dataclasses.replace(config, out=run_dir), run_dir, False, sweep, members)
@@ -74,10 +78,15 @@ def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_d
     cfg_path = os.path.join(resume_dir, "config.json")
     if not os.path.isfile(cfg_path):
         raise ConfigError(f"--resume {resume_dir!r} holds no run (no config.json)")
-    try:
-        checkpoint.load_meta(os.path.join(resume_dir, "checkpoints"))
-    except checkpoint.CheckpointError as e:
-        raise ConfigError(f"--resume {resume_dir!r}: {e}") from None
+    ckpt_dir = os.path.join(resume_dir, "checkpoints")
+    # No checkpoint yet: the run was stopped before its first one, so it starts over. A checkpoint that is
+    # there but unreadable is refused (starting over would overwrite what may be recoverable).
+    restart = not os.path.exists(os.path.join(ckpt_dir, checkpoint.LATEST))
+    if not restart:
+        try:
+            checkpoint.load_meta(ckpt_dir)
+        except checkpoint.CheckpointError as e:
+            raise ConfigError(f"--resume {resume_dir!r}: {e}") from None
     try:
         with open(cfg_path) as f:
             saved = Config.from_dict(json.load(f))
@@ -105,7 +114,7 @@ def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_d
     _validate(config, saved_sweep is not None)
     members = tuple(saved_sweep["members"]) if saved_sweep is not None else ()
     _check_member_devices(len(members))
-    return RunPlan(config, resume_dir, True, saved_spec, members)
+    return RunPlan(config, resume_dir, True, saved_spec, members, restart=restart)
 
 
 def _check_member_devices(n_members: int) -> None:
@@ -152,9 +161,11 @@ class _StopFlag:
             print("\ninterrupt: saving a checkpoint after this chunk (Ctrl-C again to abort)", flush=True)
 
         try:
-            self._previous = signal.signal(signal.SIGINT, handler)
+            previous = signal.signal(signal.SIGINT, handler)
         except ValueError:  # not in the main thread
             self._previous = None
+        else:  # train.py's guard of the compile (mjx_tecrl.interrupt) hands Ctrl-C over to this flag
+            self._previous = interrupt.handover(previous)
         return self
 
     def __exit__(self, *exc):
@@ -188,11 +199,11 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if writer:
         os.makedirs(run_dir, exist_ok=True)
-        if not plan.resume:
-            write_json(os.path.join(run_dir, "config.json"), config.to_dict())
+        if not plan.resume:  # sweep.json first: a config.json is what marks the directory as holding a run
             if plan.is_sweep:
                 sweep_doc = {**plan.sweep.to_dict(), "members": list(plan.members)}
                 write_json(os.path.join(run_dir, policy.SWEEP_FILE), sweep_doc)
+            write_json(os.path.join(run_dir, "config.json"), config.to_dict())
 
     fns = make_train(config, env)
     prog = _Program.build(plan, fns)
@@ -202,11 +213,18 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     steps_per_chunk = fns.chunk_iters * config.num_envs  # per member
     t_start = time.time()
     ts = prog.init()
-    fresh_meta: dict[str, Any] = {"best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
-    meta = fresh_meta
-    if plan.resume:
-        if writer:
-            checkpoint.remove_stale_temps(ckpt_dir)  # a kill mid-save leaves one; latest.ckpt is the previous
+    meta: dict[str, Any] = {"env_steps": 0, "best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
+    from_checkpoint = plan.resume and not plan.restart
+    if plan.resume and writer:
+        checkpoint.remove_stale_temps(ckpt_dir)  # a kill mid-save leaves one; latest.ckpt is the previous
+    if plan.restart:
+        print(
+            f"no checkpoint in {run_dir} yet (it stopped before its first): starting its run over from env step 0 "
+            "with its saved config",
+            file=out,
+            flush=True,
+        )
+    if from_checkpoint:
         payload, saved_meta = checkpoint.load_meta(ckpt_dir)
         if saved_meta.get("has_buffer", True):
             restored, meta = checkpoint.restore(ckpt_dir, ts, payload)
@@ -220,12 +238,13 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     t_compile = time.time()
     chunk_fn = prog.jit(prog.chunk, donate=True).lower(ts).compile()
     eval_fn = prog.jit(prog.evaluate).lower(ts.learner, prog.eval_keys(0)).compile()
-    need_warmup = (not plan.resume or not meta.get("has_buffer", True)) and fns.warmup_iters > 0
+    need_warmup = (not from_checkpoint or not meta.get("has_buffer", True)) and fns.warmup_iters > 0
     warmup_fn = prog.jit(prog.warmup, donate=True).lower(ts).compile() if need_warmup else None
     compile_time = time.time() - t_compile
     print(f"compiled in {compile_time:.1f}s", file=out, flush=True)
 
-    resume_step = int(meta["env_steps"]) if plan.resume else None  # later rows: a chunk the kill lost
+    # A resume drops the rows logged after its checkpoint (a chunk the kill lost); a restart (env step 0) all.
+    resume_step = int(meta["env_steps"]) if plan.resume else None
     members = [
         _MemberLog.open(prog.metrics_dir(i), writer, n_members <= MAX_TENSORBOARD_MEMBERS, resume_step)
         for i in range(n_members)

@@ -36,8 +36,9 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 
 # --- bad input through the real entry point ---------------------------------------------------------
 # (id, argv, extra env, substrings the one stderr line must hold). "{run}" is a directory holding a run
-# (a config.json), "{empty}" an existing directory with no run, "{nockpt}" a run with no checkpoint,
-# "{badjson}" / "{badtypes}" a checkpoint next to a config.json that is not JSON / not a config.
+# (a config.json), "{empty}" an existing directory with no run, "{badckpt}" a run whose checkpoint is corrupt,
+# "{badjson}" / "{badtypes}" a checkpoint next to a config.json that is not JSON / not a config. (A run with no
+# checkpoint yet is not bad input: --resume starts it over, tests/test_kills.py.)
 BAD_INPUT = [
     ("unknown-env", ["--env", "no_such_env"], {}, ["--env 'no_such_env'"]),
     ("unknown-algo", ["--algo", "ppo"], {}, ["--algo 'ppo'"]),
@@ -53,9 +54,9 @@ BAD_INPUT = [
     ),
     ("gamma-1.5", ["--gamma", "1.5"], {}, ["--gamma 1.5"]),
     ("gamma-nan", ["--gamma", "nan"], {}, ["--gamma nan"]),
-    ("out-holds-run", ["--out", "{run}"], {}, ["--out", "{run}"]),
+    ("out-holds-run", ["--out", "{run}"], {}, ["--out", "{run}", "already holds a run", "continue it with --resume"]),
     ("resume-no-run", ["--resume", "{empty}"], {}, ["--resume", "{empty}"]),
-    ("resume-no-checkpoint", ["--resume", "{nockpt}"], {}, ["--resume", "{nockpt}", "checkpoint"]),
+    ("resume-corrupt-checkpoint", ["--resume", "{badckpt}"], {}, ["--resume", "{badckpt}", "corrupt or truncated"]),
     ("resume-corrupt-config", ["--resume", "{badjson}"], {}, ["--resume", "{badjson}", "config.json"]),
     ("resume-config-wrong-types", ["--resume", "{badtypes}"], {}, ["--resume", "{badtypes}", "config.json"]),
     (
@@ -75,11 +76,13 @@ def bad_input_results(tmp_path_factory):
     placeholder -> path, and snapshots of those directories before and after).
     """
     base = tmp_path_factory.mktemp("cli")
-    subst = {k: str(base / k.strip("{}")) for k in ("{run}", "{empty}", "{nockpt}", "{badjson}", "{badtypes}")}
+    subst = {k: str(base / k.strip("{}")) for k in ("{run}", "{empty}", "{badckpt}", "{badjson}", "{badtypes}")}
     for d in subst.values():
         os.mkdir(d)
     write_json(os.path.join(subst["{run}"], "config.json"), Config(out=subst["{run}"]).to_dict())
-    write_json(os.path.join(subst["{nockpt}"], "config.json"), Config(out=subst["{nockpt}"]).to_dict())
+    write_json(os.path.join(subst["{badckpt}"], "config.json"), Config(out=subst["{badckpt}"]).to_dict())
+    os.makedirs(os.path.join(subst["{badckpt}"], "checkpoints"))
+    Path(subst["{badckpt}"], "checkpoints", checkpoint.LATEST).write_bytes(b"\x93 half a checkpoint")
     Path(subst["{badjson}"], "config.json").write_text('{"env": "inverted_pendulum", "seed": ')
     write_json(os.path.join(subst["{badtypes}"], "config.json"), {**Config().to_dict(), "hidden_sizes": 5})
     for key in ("{badjson}", "{badtypes}"):

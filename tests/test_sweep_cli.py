@@ -7,6 +7,9 @@
 
 The processes compile with most XLA optimisations off (these tests check what the programs compute) and
 share a persistent compilation cache.
+
+Bitwise determinism of a sweep and the restart of a sweep that has no checkpoint yet run train.py on the toy
+CounterEnv instead (a launcher swaps the registry's env), which compiles in seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import pytest
 
 from mjx_tecrl import checkpoint
 
-TRAIN = str(Path(__file__).resolve().parents[1] / "train.py")
+HERE = Path(__file__).resolve().parent
+TRAIN = str(HERE.parent / "train.py")
 NUM_ENVS, CHUNK, WARMUP = 4, 32, 32
 TINY = ["--env", "inverted_pendulum", "--hidden-sizes", "16,16", "--num-envs", str(NUM_ENVS), "--batch-size", "16",
         "--buffer-size", "256", "--learning-starts", str(WARMUP), "--eval-every", str(CHUNK), "--num-eval-envs", "2",
@@ -176,3 +180,102 @@ def test_a_sweep_over_two_processes_equals_the_one_process_sweep(runs):
             else:
                 np.testing.assert_allclose(float(x[k]), float(y[k]), rtol=1e-4, atol=1e-4, err_msg=k)
     assert "done:" not in runs["out"]["M1"]  # process 1 computes and stays quiet; process 0 writes
+
+
+# --- bitwise determinism and restart, on the toy env -----------------------------------------------
+TOY_LAUNCHER = r"""
+import runpy, sys
+sys.path.insert(0, sys.argv[1])
+from toy_envs import CounterEnv
+from mjx_tecrl.envs import registry
+registry.make = lambda name, **kw: CounterEnv(terminate_after=3)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+TOY_TOTAL = 8 + 4 * 8  # warm-up and four chunks of 8 env steps
+TOY = ["--num-envs", "4", "--learning-starts", "8", "--updates-per-iter", "1", "--batch-size", "8", "--buffer-size",
+       "64", "--hidden-sizes", "8", "--policy-delay", "1", "--episode-length", "5", "--eval-every", "8",
+       "--num-eval-envs", "2", "--total-steps", str(TOY_TOTAL), "--no-progress"]  # fmt: skip
+TOY_SWEEP = ["--sweep", "rho=1,5", "--seeds", "2"]  # 4 members
+TOY_MEMBERS = 4
+TIMING_SUMMARY = {"wall_time_s", "compile_time_s", "train_time_s", "env_steps_per_second",
+                  "member_env_steps_per_second"}  # fmt: skip
+
+
+def _toy(argv, cwd, env):
+    return subprocess.Popen([sys.executable, "-c", TOY_LAUNCHER, str(HERE), TRAIN, *argv], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _csv_text(path: Path, drop: set[str]) -> list[dict[str, str]]:
+    """The rows as written (strings: equal means bitwise equal floats), without the timing columns."""
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def _outcome(run: Path) -> dict:
+    """Everything a sweep leaves behind that does not measure time: sweep.csv, the summaries, every member's
+    metrics.csv, and the checkpoint's array paths and bytes."""
+    payload, meta = checkpoint.load_meta(str(run / "checkpoints"))
+    summary = lambda path: {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING_SUMMARY}
+    members = {}
+    for m in sorted(p.name for p in (run / "members").iterdir()):
+        members[m] = (
+            summary(run / "members" / m / "summary.json"),
+            _csv_text(run / "members" / m / "metrics.csv", TIMING),
+        )
+    return {
+        "sweep.csv": _csv_text(run / "sweep.csv", TIMING),
+        "summary.json": summary(run / "summary.json"),
+        "members": members,
+        "paths": payload["paths"],
+        "leaves": payload["leaves"],
+        "meta": {k: meta[k] for k in ("env_steps", "evals_done", "best_eval_return", "members")},
+    }
+
+
+@pytest.fixture(scope="module")
+def toy_sweeps(tmp_path_factory):
+    """A and B: the same 4-member sweep, two fresh processes side by side, each compiling for itself (B without
+    a persistent cache). C: A's config.json and sweep.json with no checkpoint, as a sweep killed before its first
+    leaves them, plus metrics rows of that aborted attempt (A's, with every value changed) and a dead writer's
+    temp file; then `--resume C`, from A's compilation cache."""
+    base = tmp_path_factory.mktemp("toy_sweeps")
+    no_cache = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    no_cache["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    env = _env(tmp_path_factory.mktemp("xla_cache"))
+    a, b, c = base / "A", base / "B", base / "C"
+    procs = {"A": _toy([*TOY, *TOY_SWEEP, "--out", str(a)], base, env),
+             "B": _toy([*TOY, *TOY_SWEEP, "--out", str(b)], base, no_cache)}  # fmt: skip
+    out = {name: _finish(p) for name, p in procs.items()}
+
+    (c / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "sweep.json"):
+        (c / name).write_bytes((a / name).read_bytes())
+    (c / "checkpoints" / ".tmp-dead.ckpt").write_bytes(b"half a checkpoint")
+    for i in range(TOY_MEMBERS):
+        rows = _csv_text(a / "members" / f"m{i:03d}" / "metrics.csv", set())
+        (c / "members" / f"m{i:03d}").mkdir(parents=True)
+        with open(c / "members" / f"m{i:03d}" / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: v if k == "env_steps" else "-999" for k, v in r.items()} for r in rows)
+    out["C"] = _finish(_toy(["--resume", str(c)], base, env))
+    return {"A": a, "B": b, "C": c, "out": out}
+
+
+def test_the_same_sweep_run_twice_is_bitwise_identical(toy_sweeps):
+    a, b = _outcome(toy_sweeps["A"]), _outcome(toy_sweeps["B"])
+    assert len(a["sweep.csv"]) == TOY_MEMBERS and a["summary.json"]["env_steps"] == TOY_TOTAL
+    for key in a:
+        assert a[key] == b[key], key
+    # The members differ from one another (seeds 0, 1 and rho 1, 5), so equal files are not empty agreement.
+    curves = [rows for _, rows in a["members"].values()]
+    assert len(curves[0]) == 4 and all(curves[i] != curves[j] for i in range(4) for j in range(i))
+
+
+def test_a_sweep_with_no_checkpoint_resumes_from_its_start(toy_sweeps):
+    c = toy_sweeps["C"]
+    assert f"no checkpoint in {c} yet (it stopped before its first): starting its run over" in toy_sweeps["out"]["C"]
+    assert os.listdir(c / "checkpoints") == [checkpoint.LATEST]  # the dead writer's temp file is gone
+    assert _outcome(c) == _outcome(toy_sweeps["A"])  # the aborted attempt's rows dropped, none repeated
