@@ -201,8 +201,9 @@ class Evaluator:
 
 # --- the study -----------------------------------------------------------------------------------------------
 def _program_key(config) -> tuple:
-    """What the compiled program depends on besides the learner's arrays."""
-    return (config.env, config.episode_length, tuple(config.hidden_sizes), config.normalize_obs)
+    """What the compiled program depends on besides the learner's arrays (each run is evaluated on its own
+    physics settings: `--physics fast` and `faithful` runs of one task get programs of their own)."""
+    return (config.env, config.physics, config.episode_length, tuple(config.hidden_sizes), config.normalize_obs)
 
 
 def run_study(

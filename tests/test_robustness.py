@@ -461,3 +461,12 @@ def test_push_finds_the_root_translation_or_refuses():
     ant = PerturbedEnv(registry.make("ant"))  # a free joint: both horizontal velocities
     assert ant._push[0].tolist() == [0, 1]
     assert not PerturbedEnv(registry.make("reacher")).can_push  # a fixed base: nothing to push
+
+
+def test_runs_on_other_physics_get_their_own_study_program(tiny_config):
+    """A study of a `--physics fast` and a `faithful` run of one task must not evaluate both on the first's."""
+    from mjx_tecrl.robustness import _program_key
+
+    faithful, fast = tiny_config(physics="faithful"), tiny_config(physics="fast")
+    assert _program_key(faithful) != _program_key(fast)
+    assert _program_key(faithful) == _program_key(tiny_config(physics="faithful", seed=7, rho=5.0))  # shared
