@@ -2,7 +2,7 @@
 
 The wrapper tests run on `ProbeEnv` (tests/toy_envs.py): no physics, a small MJX model in `sys`, and an
 observation that shows the model fields, the action and the velocities the env was given inside the vmapped,
-traced step. The end-to-end test evaluates untrained tiny policies on brax's inverted_pendulum.
+traced step. The end-to-end test evaluates untrained tiny policies on inverted_pendulum (Gymnasium's, in MJX).
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ def test_each_physics_scale_changes_the_fields_it_names_in_each_env_separately()
     assert penv.unwrapped.sys is penv.base_sys  # the base model is back in place after tracing
 
 
-def test_scale_model_on_brax_system_per_env():
-    sys_ = registry.make("inverted_pendulum").unwrapped.sys
+@pytest.mark.parametrize("name", ["inverted_pendulum", "brax:inverted_pendulum"])  # an mjx.Model, a brax System
+def test_scale_model_on_a_task_model_per_env(name):
+    sys_ = registry.make(name).unwrapped.sys
     p = Perturbation.make((2,), mass=jnp.array([0.5, 2.0]), gravity=jnp.array([1.0, 0.0]), gain=jnp.array([2.0, 1.0]))
     models = jax.vmap(lambda q: scale_model(sys_, q))(p)
     assert type(models) is type(sys_)
