@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,18 +14,21 @@ import jax.numpy as jnp
 from mjx_tecrl.distributions import LOG_STD_MAX, LOG_STD_MIN
 
 Params = Any
+Activation = Callable[[jax.Array], jax.Array]
+GELU: Activation = functools.partial(nn.gelu, approximate=False)  # exact (erf), as PyTorch's nn.GELU (spec §2.8)
 
 
 class MLP(nn.Module):
-    """GELU hidden layers, linear output (spec §2.8)."""
+    """GELU hidden layers, linear output (spec §2.8). `activation` is for measurements (bench/), not a flag."""
 
     hidden_sizes: Sequence[int]
     out_size: int
+    activation: Activation = GELU
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden_sizes:
-            x = nn.gelu(nn.Dense(width)(x), approximate=False)
+            x = self.activation(nn.Dense(width)(x))
         return nn.Dense(self.out_size)(x)
 
 
@@ -33,10 +37,11 @@ class Actor(nn.Module):
 
     hidden_sizes: Sequence[int]
     action_dim: int
+    activation: Activation = GELU
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = MLP(self.hidden_sizes, 2 * self.action_dim)(obs)
+        out = MLP(self.hidden_sizes, 2 * self.action_dim, self.activation)(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
 
@@ -45,10 +50,11 @@ class RewardCritic(nn.Module):
     """[obs, act] -> (Q, sigma) with sigma = softplus(raw) (spec §2.1). `sac` uses Q only."""
 
     hidden_sizes: Sequence[int]
+    activation: Activation = GELU
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = MLP(self.hidden_sizes, 2)(jnp.concatenate([obs, action], axis=-1))
+        out = MLP(self.hidden_sizes, 2, self.activation)(jnp.concatenate([obs, action], axis=-1))
         return out[..., 0], jax.nn.softplus(out[..., 1])
 
 
@@ -56,10 +62,11 @@ class EntropyCritic(nn.Module):
     """[obs, act] -> Q_e, the discounted entropy still to come after this step (spec §3.2, A1)."""
 
     hidden_sizes: Sequence[int]
+    activation: Activation = GELU
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        return MLP(self.hidden_sizes, 1)(jnp.concatenate([obs, action], axis=-1))[..., 0]
+        return MLP(self.hidden_sizes, 1, self.activation)(jnp.concatenate([obs, action], axis=-1))[..., 0]
 
 
 @dataclass(frozen=True)
@@ -92,11 +99,13 @@ class Networks:
         return jax.vmap(self.entropy_critic.apply, in_axes=(0, None, None))(params, obs, action)
 
 
-def make_networks(action_dim: int, hidden_sizes: Sequence[int], twin_entropy_critic: bool) -> Networks:
+def make_networks(
+    action_dim: int, hidden_sizes: Sequence[int], twin_entropy_critic: bool, activation: Activation = GELU
+) -> Networks:
     hidden = tuple(hidden_sizes)
     return Networks(
-        actor=Actor(hidden, action_dim),
-        reward_critic=RewardCritic(hidden),
-        entropy_critic=EntropyCritic(hidden),
+        actor=Actor(hidden, action_dim, activation),
+        reward_critic=RewardCritic(hidden, activation),
+        entropy_critic=EntropyCritic(hidden, activation),
         num_entropy_critics=2 if twin_entropy_critic else 1,
     )

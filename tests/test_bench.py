@@ -120,3 +120,22 @@ def test_brax_adapter_runs_under_brax_training_and_eval_wrappers(fast_compile, m
     # four steps of +1 with a 3-step time limit: the first episode ended at t = 3 and the next began from 0
     assert state.obs.tolist() == [[1.0], [1.0]]
     assert state.info["eval_metrics"].episode_metrics["reward"].tolist() == [6.0, 6.0]  # 1 + 2 + 3
+
+
+def test_update_breakdown_cases_leave_out_only_what_they_name(tiny_config, fast_compile):
+    import update_breakdown as ub
+
+    fns = make_train(tiny_config(updates_per_iter=2, policy_delay=1, batch_size=6), CounterEnv())
+    learner, replay = C.learner_and_replay(fns)
+    after = {}
+    for variant in ("full", "no_metrics", "critic_only", "gelu_tanh"):
+        chunk = jax.jit(ub._chunk(ub._with_activation(fns, variant), variant, iters=2))
+        after[variant], metrics = chunk(C.copy_tree(learner), replay, jax.random.PRNGKey(3))
+        assert bool(metrics) == (variant != "no_metrics")
+    leaves = lambda tree: jax.tree.leaves(tree.actor_params)  # noqa: E731
+    same = lambda a, b: all(  # noqa: E731 - XLA may fuse the two programs differently: float rounding only
+        bool(jnp.allclose(x, y, rtol=1e-5, atol=1e-7)) for x, y in zip(leaves(a), leaves(b), strict=True)
+    )
+    assert same(after["full"], after["no_metrics"])  # dropping the metrics changes nothing that learns
+    assert same(after["critic_only"], learner)  # the actor never stepped
+    assert not same(after["full"], learner) and not same(after["gelu_tanh"], after["full"])
