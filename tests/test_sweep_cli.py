@@ -1,15 +1,15 @@
-"""`train.py --sweep` end to end on inverted_pendulum with tiny sizes.
+"""`train.py --sweep` end to end, through the CLI, with tiny sizes.
 
   A: a sweep of 2 members (rho 1 and 5, seed 0) for two chunks straight through;
   B: the same sweep for one chunk, then resumed in a fresh process to two chunks: equals A;
   S: a single run with rho 5, seed 0: equals A's member 1 (a sweep member computes what a single run does);
   M: A's sweep split over two processes joined by jax.distributed (gloo, 127.0.0.1): equals A.
 
-The processes compile with most XLA optimisations off (these tests check what the programs compute) and
-share a persistent compilation cache.
-
-Bitwise determinism of a sweep and the restart of a sweep that has no checkpoint yet run train.py on the toy
-CounterEnv instead (a launcher swaps the registry's env), which compiles in seconds.
+These check what the sweep machinery computes (stacking, resume, the member axis split over processes), not
+physics: train.py runs on the toy CounterEnv (a launcher swaps the registry's env), which compiles in seconds
+where a Gymnasium task's sweep program takes minutes on the CPU. A real task's sweep runs in
+notebooks/02_rho_sweep.ipynb (tests/test_notebooks.py) and tests/test_sweep.py. The processes compile with most
+XLA optimisations off and share a persistent compilation cache.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mjx_tecrl import checkpoint
 HERE = Path(__file__).resolve().parent
 TRAIN = str(HERE.parent / "train.py")
 NUM_ENVS, CHUNK, WARMUP = 4, 32, 32
+# "--env inverted_pendulum" is a label only: the launcher makes every env the toy one.
 TINY = ["--env", "inverted_pendulum", "--hidden-sizes", "16,16", "--num-envs", str(NUM_ENVS), "--batch-size", "16",
         "--buffer-size", "256", "--learning-starts", str(WARMUP), "--eval-every", str(CHUNK), "--num-eval-envs", "2",
         "--episode-length", "50", "--updates-per-iter", "2", "--no-progress"]  # fmt: skip
@@ -48,10 +49,21 @@ def _env(cache: Path) -> dict[str, str]:
     }
 
 
+TOY_LAUNCHER = r"""
+import runpy, sys
+sys.path.insert(0, sys.argv[1])
+from toy_envs import CounterEnv
+from mjx_tecrl.envs import registry
+registry.make = lambda name, **kw: CounterEnv(terminate_after=3)
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def _start(argv, cwd, env):
-    return subprocess.Popen(
-        [sys.executable, TRAIN, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    """train.py on the toy env."""
+    return subprocess.Popen([sys.executable, "-c", TOY_LAUNCHER, str(HERE), TRAIN, *argv], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 def _finish(proc) -> str:
@@ -182,16 +194,7 @@ def test_a_sweep_over_two_processes_equals_the_one_process_sweep(runs):
     assert "done:" not in runs["out"]["M1"]  # process 1 computes and stays quiet; process 0 writes
 
 
-# --- bitwise determinism and restart, on the toy env -----------------------------------------------
-TOY_LAUNCHER = r"""
-import runpy, sys
-sys.path.insert(0, sys.argv[1])
-from toy_envs import CounterEnv
-from mjx_tecrl.envs import registry
-registry.make = lambda name, **kw: CounterEnv(terminate_after=3)
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+# --- bitwise determinism and restart -----------------------------------------------
 TOY_TOTAL = 8 + 4 * 8  # warm-up and four chunks of 8 env steps
 TOY = ["--num-envs", "4", "--learning-starts", "8", "--updates-per-iter", "1", "--batch-size", "8", "--buffer-size",
        "64", "--hidden-sizes", "8", "--policy-delay", "1", "--episode-length", "5", "--eval-every", "8",
@@ -200,11 +203,6 @@ TOY_SWEEP = ["--sweep", "rho=1,5", "--seeds", "2"]  # 4 members
 TOY_MEMBERS = 4
 TIMING_SUMMARY = {"wall_time_s", "compile_time_s", "train_time_s", "env_steps_per_second",
                   "member_env_steps_per_second"}  # fmt: skip
-
-
-def _toy(argv, cwd, env):
-    return subprocess.Popen([sys.executable, "-c", TOY_LAUNCHER, str(HERE), TRAIN, *argv], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 def _csv_text(path: Path, drop: set[str]) -> list[dict[str, str]]:
@@ -245,8 +243,8 @@ def toy_sweeps(tmp_path_factory):
     no_cache["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     env = _env(tmp_path_factory.mktemp("xla_cache"))
     a, b, c = base / "A", base / "B", base / "C"
-    procs = {"A": _toy([*TOY, *TOY_SWEEP, "--out", str(a)], base, env),
-             "B": _toy([*TOY, *TOY_SWEEP, "--out", str(b)], base, no_cache)}  # fmt: skip
+    procs = {"A": _start([*TOY, *TOY_SWEEP, "--out", str(a)], base, env),
+             "B": _start([*TOY, *TOY_SWEEP, "--out", str(b)], base, no_cache)}  # fmt: skip
     out = {name: _finish(p) for name, p in procs.items()}
 
     (c / "checkpoints").mkdir(parents=True)
@@ -260,7 +258,7 @@ def toy_sweeps(tmp_path_factory):
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows({k: v if k == "env_steps" else "-999" for k, v in r.items()} for r in rows)
-    out["C"] = _finish(_toy(["--resume", str(c)], base, env))
+    out["C"] = _finish(_start(["--resume", str(c)], base, env))
     return {"A": a, "B": b, "C": c, "out": out}
 
 
