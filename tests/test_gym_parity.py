@@ -4,8 +4,9 @@
 - reset: the initial observations have the same mean and std;
 - episodes (slow): a random policy and a fixed linear controller give the same return and length distributions.
 
-The default run covers inverted_pendulum (the default task, contact-free) and hopper (contacts, termination);
-`-m slow` runs every task, the `fast` physics, the full state counts and the episode-level parity.
+The default run covers the contact-free tasks (inverted_pendulum, the default task, among them) and hopper
+(contacts, termination); `-m slow` runs every task, the `fast` physics, the full state counts and the
+episode-level parity.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def relative_errors(mjx: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.max(np.abs(mjx2 - ref2) / (np.abs(ref2) + spread), axis=1)
 
 
-def check_one_step(name: str, tol: Tol, data, obs, reward, done) -> dict[str, float]:
+def one_step_figures(tol: Tol, data, obs, reward, done) -> tuple[dict[str, float], np.ndarray]:
+    """The one-step error figures and, per state, whether it is within `tol` (bench/parity.py tabulates them)."""
     assert obs.shape == data["obs"].shape, (obs.shape, data["obs"].shape)
     obs_err, reward_err = relative_errors(obs, data["obs"]), relative_errors(reward, data["reward"])
     ok = (obs_err <= tol.rtol) & (reward_err <= tol.reward_rtol) & ((done > 0.5) == data["terminated"])
@@ -142,6 +144,11 @@ def check_one_step(name: str, tol: Tol, data, obs, reward, done) -> dict[str, fl
         "share_within_tol": float(ok.mean()),
         "terminated_mismatch": int(np.sum((done > 0.5) != data["terminated"])),
     }
+    return figures, ok
+
+
+def check_one_step(name: str, tol: Tol, data, obs, reward, done) -> dict[str, float]:
+    figures, ok = one_step_figures(tol, data, obs, reward, done)
     print(f"\n{name}: {figures}")
     assert ok.mean() >= tol.share, (
         f"{name}: {ok.mean():.1%} of the states within {tol} (need {tol.share:.0%}): {figures}"
@@ -174,7 +181,12 @@ def run_parity(name: str, physics: str, tol: Tol, n_states: int, stride: int = 1
         check_reset_distribution(name, reset_obs, gym_reset_obs(name, n_resets))
 
 
-@pytest.mark.parametrize("name", ["inverted_pendulum", "hopper"])
+# The default run: the contact-free tasks (about 20 s each here) and hopper (contacts, termination). The other
+# contact-rich tasks' MJX programs take minutes each on the 2-core CPU (pusher 150 s): `-m slow`.
+DEFAULT_TASKS = ["inverted_pendulum", "inverted_double_pendulum", "reacher", "swimmer", "hopper"]
+
+
+@pytest.mark.parametrize("name", DEFAULT_TASKS)
 def test_one_step_and_reset_parity_with_gymnasium(name):
     run_parity(name, "faithful", FAITHFUL_TOL[name], n_states=100)
 
