@@ -58,8 +58,19 @@ FAITHFUL_TOL = {
     "humanoid": Tol(1e-3, 1e-3, "impacts amplify float32 rounding; cfrc_ext observed", share=0.9),
     "humanoidstandup": Tol(1e-3, 1e-3, "impacts amplify float32 rounding; cfrc_ext observed", share=0.9),
 }
-# `fast` (one Newton iteration) leaves the contact problem partly unsolved: only a loose agreement remains.
+# `fast` (one Newton iteration) leaves the contact problem partly unsolved: only a loose agreement remains, and on
+# the contact-rich tasks only for some of the states. The shares are the measured ones (bench/parity.py, 100
+# states; docs/envs.md) rounded down by 0.1: they guard against `fast` drifting further, not for parity.
 FAST_TOL = {name: Tol(1e-1, 1e-1, "one solver iteration", share=0.9) for name in FAITHFUL_TOL}
+FAST_TOL |= {
+    "halfcheetah": Tol(1e-1, 1e-1, "one solver iteration; 80% measured", share=0.7),
+    "walker2d": Tol(1e-1, 1e-1, "one solver iteration; 92% measured", share=0.8),
+    "ant": Tol(1e-1, 1e-1, "one solver iteration; 33% measured", share=0.2),
+    "humanoid": Tol(1e-1, 1e-1, "one solver iteration; 69% measured", share=0.5),
+}
+# HumanoidStandup starts lying on the floor: with one solver iteration 7% of the states agree within 0.1, so
+# `fast` is another task there and there is no parity to assert (docs/envs.md says so).
+FAST_UNCHECKED = {"humanoidstandup"}
 # The slow share of the tests: fewer states where the MJX step is expensive on the CPU.
 SLOW_STATES = {"ant": 200, "humanoid": 200, "humanoidstandup": 200}
 
@@ -192,8 +203,10 @@ def test_one_step_and_reset_parity_with_gymnasium(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("physics", ["faithful", "fast"])
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize(
+    "name, physics",
+    [(n, ph) for ph in ("faithful", "fast") for n in TASKS if not (ph == "fast" and n in FAST_UNCHECKED)],
+)
 def test_one_step_and_reset_parity_every_task(name, physics):
     """Every task, states from the middle of long episodes too (stride 5), the full count of states."""
     tol = (FAITHFUL_TOL if physics == "faithful" else FAST_TOL)[name]
