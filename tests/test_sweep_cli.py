@@ -8,7 +8,7 @@
 These check what the sweep machinery computes (stacking, resume, the member axis split over processes), not
 physics: train.py runs on the toy CounterEnv (a launcher swaps the registry's env), which compiles in seconds
 where a Gymnasium task's sweep program takes minutes on the CPU. A real task's sweep runs in
-notebooks/02_rho_sweep.ipynb (tests/test_notebooks.py) and tests/test_sweep.py. The processes compile with most
+notebooks/02_rho_sweep.ipynb (tests/test_notebooks.py). The processes compile with most
 XLA optimisations off and share a persistent compilation cache.
 """
 
