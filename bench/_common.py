@@ -76,6 +76,14 @@ def check_tasks(p: argparse.ArgumentParser, tasks: Sequence[str]) -> None:
             p.error(f"--tasks: unknown task {t!r}; known: {', '.join(registry.bare_names())}")
 
 
+def check_algos(p: argparse.ArgumentParser, algos: Sequence[str]) -> None:
+    from mjx_tecrl.config import ALGOS
+
+    for a in algos:
+        if a not in ALGOS:
+            p.error(f"--algos: unknown algo {a!r}; allowed: {', '.join(ALGOS)}")
+
+
 def config_or_exit(p: argparse.ArgumentParser, **overrides: Any):
     """`make_config(**overrides)`, validated; a bad value is a one-line argparse error (exit 2)."""
     from mjx_tecrl.envs import registry

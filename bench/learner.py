@@ -17,8 +17,6 @@ import time
 import _common as C
 import jax
 
-from mjx_tecrl.config import ALGOS
-
 
 def main(argv=None):
     p = C.parser(__doc__.splitlines()[0])
@@ -30,9 +28,7 @@ def main(argv=None):
     p.add_argument("--hidden-sizes", type=C.int_list, default=None, help="default: the config's")
     args = C.parse(p, {"algos": ["dsac-e", "sac"], "iters": 5, "repeats": 3}, argv)
     C.check_tasks(p, [args.task])
-    for a in args.algos:
-        if a not in ALGOS:
-            p.error(f"--algos: unknown algo {a!r}; allowed: {', '.join(ALGOS)}")
+    C.check_algos(p, args.algos)
     if args.iters <= 0:
         p.error(f"--iters {args.iters} must be a positive integer")
     report = C.Report("learner", args)

@@ -16,6 +16,8 @@ import time
 
 import _common as C
 
+from mjx_tecrl.config import PHYSICS
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 
@@ -35,8 +37,8 @@ def main(argv=None):
         if t not in P.TASKS:
             p.error(f"--tasks: {t!r} is not a Gymnasium task; known: {', '.join(P.TASKS)}")
     for ph in args.physics:
-        if ph not in ("faithful", "fast"):
-            p.error(f"--physics: {ph!r} is not one of faithful, fast")
+        if ph not in PHYSICS:
+            p.error(f"--physics: {ph!r} is not one of {', '.join(PHYSICS)}")
     if args.states <= 0 or args.stride <= 0:
         p.error(f"--states {args.states} and --stride {args.stride} must be positive integers")
     report = C.Report("parity", args)
@@ -51,9 +53,10 @@ def main(argv=None):
             obs, reward, done, _ = P.mjx_one_step_and_resets(env, data, 1, jax.random.PRNGKey(0))
             figures, within = P.one_step_figures(tol, data, obs, reward, done)
             ok = bool(within.mean() >= tol.share)
+            seconds = time.perf_counter() - t0
             report.add(task=task, physics=physics, states=args.states, rtol=tol.rtol, share_needed=tol.share,
-                       passes=ok, seconds=time.perf_counter() - t0, **figures)  # fmt: skip
-            print(task, physics, f"{time.perf_counter() - t0:.0f}s", figures, flush=True)
+                       passes=ok, seconds=seconds, **figures)  # fmt: skip
+            print(task, physics, f"{seconds:.0f}s", figures, flush=True)
     rows = [
         (r["task"], r["physics"], r["states"], r["obs_err_median"], r["obs_err_max"], r["reward_err_max"],
          f"{r['share_within_tol']:.0%} (tol {r['rtol']:g}, need {r['share_needed']:.0%})", r["terminated_mismatch"])

@@ -20,8 +20,6 @@ import time
 import _common as C
 import jax
 
-from mjx_tecrl.config import ALGOS
-
 
 def main(argv=None):
     p = C.parser(__doc__.splitlines()[0])
@@ -36,9 +34,7 @@ def main(argv=None):
     args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [32], "algos": ["dsac-e"], "iters": 10,
                        "repeats": 3, "buffer_size": 10_000}, argv)  # fmt: skip
     C.check_tasks(p, args.tasks)
-    for a in args.algos:
-        if a not in ALGOS:
-            p.error(f"--algos: unknown algo {a!r}; allowed: {', '.join(ALGOS)}")
+    C.check_algos(p, args.algos)
     if args.iters <= 0:
         p.error(f"--iters {args.iters} must be a positive integer")
     sizes = {k: getattr(args, k) for k in ("batch_size", "updates_per_iter", "buffer_size") if getattr(args, k)}

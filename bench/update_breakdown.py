@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 
 from mjx_tecrl import replay as replay_lib
-from mjx_tecrl.config import ALGOS
 from mjx_tecrl.networks import make_networks
 
 VARIANTS = ("full", "no_metrics", "critic_only", "sample_only", "gelu_tanh", "relu")
@@ -42,9 +41,7 @@ def main(argv=None):
     p.add_argument("--variants", type=C.str_list, default=",".join(VARIANTS))
     args = C.parse(p, {"iters": 3, "repeats": 2, "algos": ["sac"], "variants": ["full", "no_metrics"]}, argv)
     C.check_tasks(p, [args.task])
-    for a in args.algos:
-        if a not in ALGOS:
-            p.error(f"--algos: unknown algo {a!r}; allowed: {', '.join(ALGOS)}")
+    C.check_algos(p, args.algos)
     for v in args.variants:
         if v not in VARIANTS:
             p.error(f"--variants: unknown {v!r}; allowed: {', '.join(VARIANTS)}")
