@@ -30,14 +30,20 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 
 # --- command line ------------------------------------------------------------------------------------
-def int_list(text: str) -> list[int]:
+def int_list(text: str, minimum: int = 1) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r} must list one or more positive integers")
+    if not values or any(v < minimum for v in values):
+        what = "positive integers" if minimum == 1 else f"integers >= {minimum}"
+        raise argparse.ArgumentTypeError(f"{text!r} must list one or more {what}")
     return values
+
+
+def seed_list(text: str) -> list[int]:
+    """Seeds: non-negative integers (0 is a seed, unlike a size)."""
+    return int_list(text, minimum=0)
 
 
 def str_list(text: str) -> list[str]:

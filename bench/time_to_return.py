@@ -50,7 +50,7 @@ def main(argv=None):
     p.add_argument("--targets", type=target_list, default="inverted_pendulum:900,hopper:1000",
                    help="TASK:RETURN pairs")  # fmt: skip
     p.add_argument("--systems", type=C.str_list, default=",".join(SYSTEMS), help="of " + ", ".join(SYSTEMS))
-    p.add_argument("--seeds", type=C.int_list, default="0,1,2")
+    p.add_argument("--seeds", type=C.seed_list, default="0,1,2")
     p.add_argument("--num-envs", type=int, default=None, help="default: the config's")
     p.add_argument("--eval-every", type=int, default=2048, help="env steps between evaluations (both trainers)")
     p.add_argument("--time-cap", type=float, default=600.0, help="seconds per run, compilation included")

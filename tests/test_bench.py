@@ -75,6 +75,21 @@ def test_bad_flags_exit_2_naming_the_flag(argv, names, capsys):
     assert "error:" in err[-1] and names in err[-1]
 
 
+def test_seed_lists_take_zero_where_size_lists_do_not(capsys):
+    import argparse
+
+    import time_to_return
+
+    assert C.seed_list("0,1,2") == [0, 1, 2] and C.int_list("1,16") == [1, 16]
+    for parse, text in [(C.int_list, "0"), (C.seed_list, "-1"), (C.seed_list, "0,x")]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
+    # Its own default seeds "0,1,2" parse (they once did not): the error is the bad --systems value's.
+    with pytest.raises(SystemExit) as e:
+        time_to_return.main(["--systems", "nope"])
+    assert e.value.code == 2 and "--systems: unknown 'nope'" in capsys.readouterr().err
+
+
 def test_device_put_replicated_shim_stacks_over_devices():
     devices = jax.local_devices()
     out = _brax.device_put_replicated({"w": jnp.arange(3.0), "s": jnp.float32(2.0)}, devices)
