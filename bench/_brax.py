@@ -3,7 +3,11 @@
 brax 0.14's trainer calls `jax.device_put_replicated`, which JAX 0.10 removed. `install_shim()` puts back
 an equivalent for the bench scripts only (never the library): each leaf stacked `len(devices)` times
 along a new leading axis and sharded over `devices` along it, which is what the pmapped trainer expects.
-Nothing else in the trainer needed changing under JAX 0.10.2 (its `jax.pmap` calls still run).
+Under JAX 0.10.2 its `jax.pmap` calls still run, with one cost the shim also removes: the policy parameters
+brax's loop hands its evaluator (`_unpmap` of the pmapped state) carry a fresh pmap-mesh sharding after each
+epoch, so brax's jitted evaluation unroll compiled again at every evaluation (about 15 s each for the
+pendulum on the CPU, measured with JAX_LOG_COMPILES). The shim puts those parameters on one device first,
+so the evaluation compiles once, as brax meant; nothing it computes changes.
 
 `capture_epoch()` lets a script time brax's own compiled training epoch the way ours are timed: while
 active it wraps `jax.pmap` so that the pmapped `training_epoch` brax's `train` builds, and the state it
@@ -47,6 +51,23 @@ def device_put_replicated(x, devices):
 def install_shim() -> None:
     if not hasattr(jax, "device_put_replicated"):
         jax.device_put_replicated = device_put_replicated
+    from brax.training import acting
+
+    if not getattr(acting.Evaluator.run_evaluation, "_on_one_device", False):
+        acting.Evaluator.run_evaluation = _on_one_device(acting.Evaluator.run_evaluation)
+
+
+def _on_one_device(run_evaluation):
+    """`Evaluator.run_evaluation` with its policy parameters first put on one device (one sharding for
+    every call, so its jitted unroll is not compiled again for each new pmap mesh; see the docstring)."""
+
+    @functools.wraps(run_evaluation)
+    def wrapped(self, policy_params, *args, **kwargs):
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return run_evaluation(self, jax.device_put(policy_params, device), *args, **kwargs)
+
+    wrapped._on_one_device = True
+    return wrapped
 
 
 class EpochCapture:

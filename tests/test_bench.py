@@ -97,6 +97,23 @@ def test_device_put_replicated_shim_stacks_over_devices():
     assert out["w"].tolist() == [[0.0, 1.0, 2.0]] * len(devices)
 
 
+def test_shim_hands_brax_evaluator_params_on_one_device_once_wrapped():
+    from brax.training import acting
+
+    _brax.install_shim()
+    _brax.install_shim()  # idempotent: wrapped once
+    assert acting.Evaluator.run_evaluation._on_one_device
+    assert not getattr(acting.Evaluator.run_evaluation.__wrapped__, "_on_one_device", False)
+    seen = []
+    wrapped = _brax._on_one_device(lambda self, params, metrics: seen.append((params, metrics)))
+    pmapped = jax.pmap(lambda x: 2 * x)(_brax.device_put_replicated(jnp.arange(3.0), jax.local_devices()[:1]))
+    params = {"w": pmapped.addressable_shards[0].data.squeeze(0)}  # as brax's _unpmap hands them over
+    wrapped(None, params, {"m": 1})
+    ((got, metrics),) = seen
+    assert isinstance(got["w"].sharding, jax.sharding.SingleDeviceSharding) and metrics == {"m": 1}
+    assert got["w"].tolist() == [0.0, 2.0, 4.0]
+
+
 class _OneDimEnv:
     """A registry-like env (reset/step on one env) whose state is brax's `State` with a task metric of its own."""
 
