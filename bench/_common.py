@@ -90,13 +90,20 @@ def check_algos(p: argparse.ArgumentParser, algos: Sequence[str]) -> None:
             p.error(f"--algos: unknown algo {a!r}; allowed: {', '.join(ALGOS)}")
 
 
-def config_or_exit(p: argparse.ArgumentParser, **overrides: Any):
-    """`make_config(**overrides)`, validated; a bad value is a one-line argparse error (exit 2)."""
+def config_or_exit(p: argparse.ArgumentParser, updates_per_iter: int | None = None, **overrides: Any):
+    """`make_config(**overrides)`, validated; a bad value is a one-line argparse error (exit 2).
+
+    `updates_per_iter`, the benches' size (gradient updates per iteration whatever num_envs), becomes the
+    config's replay ratio `updates_per_step = updates_per_iter / num_envs`.
+    """
     from mjx_tecrl.envs import registry
 
     from mjx_tecrl.config import ConfigError, make_config, validate
 
     try:
+        if updates_per_iter is not None:
+            num_envs = overrides.get("num_envs") or make_config(**overrides).num_envs
+            overrides["updates_per_step"] = updates_per_iter / num_envs
         config = make_config(**overrides)
         validate(config, known_envs=registry.list_envs(), device_count=1)
     except ConfigError as e:

@@ -35,7 +35,12 @@ def main(argv=None):
     p.add_argument("--envs", type=C.int_list, default="64,256,1024,4096", help="num_envs values")
     p.add_argument("--iters", type=int, default=50, help="iterations per epoch / timed chunk")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
-    p.add_argument("--updates-per-iter", type=int, default=None, help="default: the config's")
+    p.add_argument(
+        "--updates-per-iter",
+        type=int,
+        default=8,
+        help="gradient updates per iteration (docs/performance.md's tables: 8)",
+    )
     p.add_argument("--buffer-size", type=int, default=None, help="default: the config's")
     p.add_argument("--hidden-sizes", type=C.int_list, default=None, help="default: the config's")
     p.add_argument("--variants", type=C.str_list, default=",".join(VARIANTS), help="ours, of " + ", ".join(VARIANTS))

@@ -24,7 +24,12 @@ def main(argv=None):
     p.add_argument("--algos", type=C.str_list, default="dsac-e,dsac-t,sac")
     p.add_argument("--iters", type=int, default=25, help="iterations (updates_per_iter updates each) per timed call")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
-    p.add_argument("--updates-per-iter", type=int, default=None, help="default: the config's")
+    p.add_argument(
+        "--updates-per-iter",
+        type=int,
+        default=8,
+        help="gradient updates per iteration (docs/performance.md's tables: 8)",
+    )
     p.add_argument("--hidden-sizes", type=C.int_list, default=None, help="default: the config's")
     args = C.parse(p, {"algos": ["dsac-e", "sac"], "iters": 5, "repeats": 3}, argv)
     C.check_tasks(p, [args.task])

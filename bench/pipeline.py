@@ -28,7 +28,12 @@ def main(argv=None):
     p.add_argument("--algos", type=C.str_list, default="dsac-e,sac")
     p.add_argument("--iters", type=int, default=50, help="iterations per timed call (the chunk length)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
-    p.add_argument("--updates-per-iter", type=int, default=None, help="default: the config's")
+    p.add_argument(
+        "--updates-per-iter",
+        type=int,
+        default=8,
+        help="gradient updates per iteration (docs/performance.md's tables: 8)",
+    )
     p.add_argument("--buffer-size", type=int, default=None, help="default: the config's")
     p.add_argument("--profile", default="", help="write a jax.profiler trace of one call of each case here")
     args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [32], "algos": ["dsac-e"], "iters": 10,

@@ -22,7 +22,7 @@ from mjx_tecrl.config import Config  # noqa: E402
 
 
 def main():
-    config = Config(num_envs=32, batch_size=256, buffer_size=100_000, updates_per_iter=8, eval_every=32 * 8,
+    config = Config(num_envs=32, batch_size=256, buffer_size=100_000, updates_per_step=8 / 32, eval_every=32 * 8,
                     learning_starts=1000, hidden_sizes=(256, 256, 256))  # fmt: skip
     fns = loop.make_train(config, CounterEnv())
     ts = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams(1))

@@ -29,7 +29,12 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=50, help="iterations per timed chunk")
     p.add_argument("--compile-repeats", type=int, default=1, help="fresh compilations timed per size")
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
-    p.add_argument("--updates-per-iter", type=int, default=None, help="default: the config's")
+    p.add_argument(
+        "--updates-per-iter",
+        type=int,
+        default=8,
+        help="gradient updates per iteration (docs/performance.md's tables: 8)",
+    )
     p.add_argument("--buffer-size", type=int, default=None, help="default: the config's")
     args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [16, 64], "iters": 5, "repeats": 3,
                        "buffer_size": 10_000}, argv)  # fmt: skip

@@ -49,7 +49,7 @@ def main(argv=None):
         for task in args.tasks:
             n = args.num_envs
             base = dict(env=task, num_envs=n, learning_starts=n * 4, eval_every=n * 25, num_eval_envs=4,
-                        updates_per_iter=args.updates_per_iter, progress=False, checkpoint_every=0)  # fmt: skip
+                        updates_per_step=args.updates_per_iter / n, progress=False, checkpoint_every=0)  # fmt: skip
             base["total_steps"] = base["learning_starts"] + args.chunks * base["eval_every"]
             singles, swept = [], {}
             order = [("single", k) for k in range(largest)]

@@ -48,7 +48,8 @@ def main(argv=None):
     if args.iters <= 0:
         p.error(f"--iters {args.iters} must be a positive integer")
     report = C.Report("update_breakdown", args)
-    delay = {"policy_delay": args.policy_delay} if args.policy_delay else {}
+    # 8 updates per iteration: the schedule of docs/performance.md's table
+    delay = {"policy_delay": args.policy_delay, "updates_per_iter": 8} if args.policy_delay else {"updates_per_iter": 8}
     cases, configs = {}, {}
     for algo in args.algos:
         base = C.config_or_exit(p, env=args.task, algo=algo, **delay)

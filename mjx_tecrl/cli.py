@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from mjx_tecrl import interrupt
-from mjx_tecrl.config import Config, ConfigError
+from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError
 
 EXIT_BAD_INPUT = 2
 
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = parser.add_argument_group("sweeps (many runs in one program; see mjx_tecrl/sweep.py)")
     sweep.add_argument(
         "--sweep", action="append", metavar="NAME=V1,V2,...",
-        help="train one member per value of a traced hyperparameter (rho, actor_lr, critic_lr, alpha_lr, gamma, "
-        "tau, init_log_alpha, reward_scale, xi, epsilon); several --sweep flags multiply",
+        help=f"train one member per value of a traced hyperparameter ({', '.join(HYPERPARAM_NAMES)}); several "
+        "--sweep flags multiply",
     )  # fmt: skip
     sweep.add_argument("--seeds", type=int, metavar="N", help="seeds per grid point: seed, seed+1, ... (default 1)")
     dist = parser.add_argument_group("several hosts (jax.distributed; every process runs the same command)")

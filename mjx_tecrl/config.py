@@ -40,7 +40,11 @@ class Config:
     num_envs: int = _f(32, "parallel environments stepped each iteration")
     total_steps: int = _f(30_000, "environment steps to train for (all environments together)")
     learning_starts: int = _f(10_000, "environment steps of uniform random actions before learning")
-    updates_per_iter: int = _f(8, "gradient updates per iteration (one iteration steps every env once)")
+    updates_per_step: float = _f(
+        0.05,
+        "gradient updates per environment step, all envs counted (the replay ratio); each iteration of "
+        "num_envs steps runs num_envs * this, rounded to a multiple of --policy-delay (spec 2.7: 1 per 20)",
+    )
     batch_size: int = _f(256, "replay batch size per update")
     buffer_size: int = _f(1_000_000, "replay capacity in transitions (rounded up to a multiple of num_envs)")
     hidden_sizes: tuple[int, ...] = _f((256, 256, 256), "hidden layer widths of actor and critics")
@@ -57,6 +61,9 @@ class Config:
     # --- hyperparameters (traced: sweeps may vary them) ---
     gamma: float = _f(0.99, "discount factor")
     tau: float = _f(0.005, "Polyak rate for targets and for the critic-std running mean")
+    entropy_critic_tau: float = _f(
+        0.005, "Polyak rate of the entropy critic's target (spec A8: the reward critic's by default)"
+    )
     actor_lr: float = _f(1e-4, "actor learning rate (Adam)")
     critic_lr: float = _f(1e-4, "reward and entropy critic learning rate (Adam)")
     alpha_lr: float = _f(3e-4, "temperature (log alpha) learning rate (Adam)")
@@ -91,11 +98,14 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        d = dict(d)
+        if "updates_per_iter" in d:  # config.json of runs from before the replay ratio (updates per iteration)
+            upi = d.pop("updates_per_iter")
+            d.setdefault("updates_per_step", upi / d.get("num_envs", cls.num_envs))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}")
-        d = dict(d)
         if "hidden_sizes" in d:
             d["hidden_sizes"] = tuple(d["hidden_sizes"])
         return cls(**d)
@@ -106,12 +116,19 @@ class Config:
         return -(-self.buffer_size // self.num_envs) * self.num_envs
 
     @property
+    def updates_per_iter(self) -> int:
+        """Gradient updates per iteration: num_envs * updates_per_step, to the nearest multiple of policy_delay
+        (the delayed actor update is a static schedule of blocks); `validate` refuses a ratio that rounds to 0."""
+        blocks = round(self.updates_per_step * self.num_envs / self.policy_delay)
+        return max(blocks, 1) * self.policy_delay
+
+    @property
     def uses_entropy_critic(self) -> bool:
         return self.algo in ("dsac-e", "dsac-e-no-tec")
 
 
 HYPERPARAM_NAMES = (
-    "gamma", "tau", "actor_lr", "critic_lr", "alpha_lr", "rho",
+    "gamma", "tau", "entropy_critic_tau", "actor_lr", "critic_lr", "alpha_lr", "rho",
     "init_log_alpha", "reward_scale", "xi", "epsilon",
 )  # fmt: skip
 
@@ -122,6 +139,7 @@ class Hyperparams:
 
     gamma: jnp.ndarray
     tau: jnp.ndarray
+    entropy_critic_tau: jnp.ndarray
     actor_lr: jnp.ndarray
     critic_lr: jnp.ndarray
     alpha_lr: jnp.ndarray
@@ -146,7 +164,7 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(f"--physics {c.physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
     if c.preset not in ("tuned", "paper"):
         raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: tuned, paper")
-    for name in ("num_envs", "total_steps", "updates_per_iter", "batch_size", "buffer_size",
+    for name in ("num_envs", "total_steps", "batch_size", "buffer_size",
                  "policy_delay", "episode_length", "eval_every", "num_eval_envs"):  # fmt: skip
         v = getattr(c, name)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -168,10 +186,14 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(f"--num-envs {c.num_envs} is not divisible by the device count {device_count}")
     if c.batch_size > c.buffer_capacity:
         raise ConfigError(f"--batch-size {c.batch_size} is larger than --buffer-size {c.buffer_size}")
-    if c.updates_per_iter % c.policy_delay:
+    ups = c.updates_per_step
+    if not isinstance(ups, (int, float)) or isinstance(ups, bool) or not math.isfinite(ups) or ups <= 0:
+        raise ConfigError(f"--updates-per-step {ups!r} must be a positive number")
+    if ups * c.num_envs < c.policy_delay / 2:
         raise ConfigError(
-            f"--updates-per-iter {c.updates_per_iter} must be a multiple of --policy-delay "
-            f"{c.policy_delay} (the delayed actor update is a static schedule)"
+            f"--updates-per-step {ups:g} at --num-envs {c.num_envs} is {ups * c.num_envs:g} updates per iteration; "
+            f"at least {c.policy_delay / (2 * c.num_envs):g} is needed for one block of --policy-delay "
+            f"{c.policy_delay} updates per iteration"
         )
     if c.learning_starts >= c.total_steps:
         raise ConfigError(
@@ -186,8 +208,9 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
             raise ConfigError(f"--{_flag(name)} {v!r} must be a finite number")
     if not 0.0 < c.gamma < 1.0:
         raise ConfigError(f"--gamma {c.gamma} must lie in (0, 1)")
-    if not 0.0 < c.tau <= 1.0:
-        raise ConfigError(f"--tau {c.tau} must lie in (0, 1]")
+    for name in ("tau", "entropy_critic_tau"):
+        if not 0.0 < getattr(c, name) <= 1.0:
+            raise ConfigError(f"--{_flag(name)} {getattr(c, name)} must lie in (0, 1]")
     for name in ("actor_lr", "critic_lr", "alpha_lr", "rho", "reward_scale", "xi", "epsilon"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"--{_flag(name)} {getattr(c, name)} must be positive")

@@ -224,7 +224,7 @@ class Learner:
                 old.reward_critic_target_params, new.reward_critic_params, hp.tau
             ),
             entropy_critic_target_params=losses.polyak(
-                old.entropy_critic_target_params, new.entropy_critic_params, hp.tau
+                old.entropy_critic_target_params, new.entropy_critic_params, hp.entropy_critic_tau
             ),
         )
         metrics = {

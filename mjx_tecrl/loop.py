@@ -138,13 +138,28 @@ class TrainFns:
         ts, stats = jax.lax.scan(self.warmup_iteration, ts, None, length=max(self.warmup_iters, 1))
         return ts, _episode_metrics(stats)
 
-    def run_chunk(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """`chunk_iters` training iterations; returns chunk-mean metrics (spec §8 names), the chunk's count of
-        diverged env steps (`train/diverged_envs`) and its non-finite report (`diag/nonfinite/*`, see above)."""
-        ts, (metrics, (stats, checks)) = jax.lax.scan(self.train_iteration, ts, None, length=self.chunk_iters)
-        out = jax.tree.map(jnp.mean, metrics)
+    def run_chunk(
+        self, ts: TrainState, num_iters: jax.Array | int | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`chunk_iters` training iterations, of which only the first `num_iters` (traced; default all) run: the
+        host ends a run within one iteration of `total_steps` without compiling a shorter chunk.
+
+        Returns means over the iterations that ran (spec §8 names), the chunk's count of diverged env steps
+        (`train/diverged_envs`) and its non-finite report (`diag/nonfinite/*`, see above).
+        """
+        n = self.chunk_iters if num_iters is None else num_iters
+        shapes = jax.eval_shape(self.train_iteration, ts)[1]
+        skipped = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)  # no metrics, episodes or flags
+
+        def body(ts: TrainState, i: jax.Array):
+            return jax.lax.cond(i < n, self.train_iteration, lambda s: (s, skipped), ts)
+
+        ts, (metrics, (stats, checks)) = jax.lax.scan(body, ts, jnp.arange(self.chunk_iters))
+        ran = jnp.arange(self.chunk_iters) < n
+        count = jnp.maximum(jnp.sum(ran), 1).astype(jnp.float32)
+        out = {k: jnp.sum(jnp.where(ran, v, 0.0)) / count for k, v in metrics.items()}
         out.update(_episode_metrics(stats))
-        flags = {name: ~jnp.isfinite(v) for name, v in metrics.items()} | checks  # each [chunk_iters] bool
+        flags = {name: ran & ~jnp.isfinite(v) for name, v in metrics.items()} | checks  # each [chunk_iters] bool
         out.update({NONFINITE_PREFIX + name: _first_true(f) for name, f in flags.items()})
         return ts, out
 

@@ -190,6 +190,14 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     if not writer:
         out = open(os.devnull, "w")  # noqa: SIM115 - the other processes compute and stay quiet
     print(device_description(), file=out, flush=True)
+    upi = config.updates_per_iter
+    if abs(upi / config.num_envs - config.updates_per_step) > 0.01 * config.updates_per_step:
+        print(
+            f"note: --updates-per-step {config.updates_per_step:g} at --num-envs {config.num_envs} runs {upi} "
+            f"updates per iteration ({upi / config.num_envs:g} per env step: whole blocks of --policy-delay "
+            f"{config.policy_delay})",
+            file=out,
+        )
     if jax.default_backend() == "gpu" and config.num_envs < 1024:
         print(
             f"note: on a GPU use many more environments, e.g. --num-envs 4096 --batch-size 1024 "
@@ -210,7 +218,6 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     if prog.note:
         print(prog.note, file=out, flush=True)
     n_members = len(prog.members)
-    steps_per_chunk = fns.chunk_iters * config.num_envs  # per member
     t_start = time.time()
     ts = prog.init()
     meta: dict[str, Any] = {"env_steps": 0, "best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
@@ -236,7 +243,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
 
     # Compile once, ahead of time: compile time is reported apart, and no chunk can retrace.
     t_compile = time.time()
-    chunk_fn = prog.jit(prog.chunk, donate=True).lower(ts).compile()
+    chunk_fn = prog.jit(prog.chunk, donate=True).lower(ts, np.int32(fns.chunk_iters)).compile()
     eval_fn = prog.jit(prog.evaluate).lower(ts.learner, prog.eval_keys(0)).compile()
     need_warmup = (not from_checkpoint or not meta.get("has_buffer", True)) and fns.warmup_iters > 0
     warmup_fn = prog.jit(prog.warmup, donate=True).lower(ts).compile() if need_warmup else None
@@ -264,7 +271,10 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
             while env_steps < config.total_steps:
                 t0 = time.time()
                 chunk_start = env_steps
-                ts, metrics = chunk_fn(ts)
+                # The last chunk runs only the iterations left: the run stops within one iteration of total_steps.
+                left = -(-(config.total_steps - env_steps) // config.num_envs)
+                chunk_iters = min(fns.chunk_iters, left)
+                ts, metrics = chunk_fn(ts, np.int32(chunk_iters))
                 metrics, nonfinite = _split_nonfinite(prog.to_host(metrics), n_members, plan.is_sweep)
                 chunk_time = time.time() - t0
                 train_time += chunk_time
@@ -273,7 +283,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                     raise NonFiniteError(_nonfinite_text(nonfinite[0], chunk_start, config, ckpt_dir))
                 evaluation = prog.to_host(eval_fn(ts.learner, prog.eval_keys(evals_done)))
                 evals_done += 1
-                sps = steps_per_chunk / max(chunk_time, 1e-9)  # per member; the chunk alone, eval excluded
+                sps = chunk_iters * config.num_envs / max(chunk_time, 1e-9)  # per member; the chunk alone, no eval
                 wall = prior_wall + time.time() - t_start
                 rows = []
                 for i, m in enumerate(members):
@@ -301,7 +311,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
                         )
                     m.log(row, env_steps, wall)
                     rows.append(row)
-                _report(bar, out, env_steps, config.total_steps, _report_row(rows), steps_per_chunk)
+                _report(bar, out, env_steps, config.total_steps, _report_row(rows))
                 last_chunk = env_steps >= config.total_steps
                 if stop.stop or last_chunk or (config.checkpoint_every and evals_done % config.checkpoint_every == 0):
                     meta = _meta(config, env_steps, members, evals_done, prior_wall + time.time() - t_start)
@@ -325,6 +335,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
         "algo": config.algo,
         "env_steps": env_steps,
         "gradient_steps": gradient_steps,
+        "updates_per_step": config.updates_per_iter / config.num_envs,  # as run (rounded to whole blocks)
         "wall_time_s": wall,
         "compile_time_s": compile_time,
         "train_time_s": train_time,
@@ -333,7 +344,8 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
         "backend": jax.default_backend(),
     }
     summaries = [
-        {**common, "seed": prog.seed(i), "final_eval_return": m.last_return, "best_eval_return": m.best,
+        {**common, "seed": prog.seed(i), "final_eval_return": m.last_return,
+         "final_eval_return_last3": m.last_mean(3), "best_eval_return": m.best,
          "diverged_at_env_step": m.diverged_at, **({"member": i, "hyperparams": prog.members[i]["hyperparams"]}
                                                     if plan.is_sweep else {})}
         for i, m in enumerate(members)
@@ -420,6 +432,10 @@ class _MemberLog:
             self.logger.scalars(row, env_steps)
             self.logger.csv_row({"env_steps": env_steps, "wall_time_s": wall, **row})
 
+    def last_mean(self, k: int) -> float:
+        """Mean eval return of the last `k` evaluations (the score at a budget: issue 17 uses k = 3)."""
+        return float(np.mean(self.returns[-k:])) if self.returns else math.nan
+
     def curve(self) -> dict[str, list]:
         return {"steps": self.steps, "returns": self.returns}
 
@@ -462,8 +478,11 @@ class _Program:
         return cls(plan, fns, None)
 
     # --- the lifted functions ---
-    def chunk(self, ts):
-        return (jax.vmap(self.fns.run_chunk) if self.plan.is_sweep else self.fns.run_chunk)(ts)
+    def chunk(self, ts, num_iters):
+        """`num_iters` (an int32 scalar, the same for every member) of the chunk's iterations run."""
+        return (jax.vmap(self.fns.run_chunk, in_axes=(0, None)) if self.plan.is_sweep else self.fns.run_chunk)(
+            ts, num_iters
+        )
 
     def warmup(self, ts):
         return (jax.vmap(self.fns.warmup) if self.plan.is_sweep else self.fns.warmup)(ts)
@@ -612,7 +631,7 @@ def _progress_bar(config: Config, env_steps: int, out):
     return tqdm(total=config.total_steps, initial=env_steps, unit="step", unit_scale=True, file=out)
 
 
-def _report(bar, out, env_steps: int, total: int, row: dict[str, float], steps_per_chunk: int) -> None:
+def _report(bar, out, env_steps: int, total: int, row: dict[str, float]) -> None:
     if bar is None:
         print(format_line(env_steps, total, row, row["train/env_steps_per_second"]), file=out, flush=True)
         return

@@ -15,7 +15,7 @@ TINY = dict(
     num_envs=4,
     total_steps=64,
     learning_starts=8,  # warmup_iters = 2
-    updates_per_iter=2,
+    updates_per_step=0.5,  # 2 updates per iteration of 4 envs
     batch_size=8,
     buffer_size=64,
     hidden_sizes=(16, 16),

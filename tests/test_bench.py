@@ -19,7 +19,7 @@ from mjx_tecrl.loop import make_train  # noqa: E402
 
 
 def test_learner_case_runs_updates_per_iter_updates_per_iteration(tiny_config, fast_compile):
-    config = tiny_config(updates_per_iter=4, policy_delay=2, batch_size=6)
+    config = tiny_config(updates_per_step=1.0, policy_delay=2, batch_size=6)  # 4 per iteration of 4 envs
     fns = make_train(config, CounterEnv())
     learner, replay = C.learner_and_replay(fns)
     assert int(replay.size) >= config.batch_size  # a batch is there to sample
@@ -157,7 +157,7 @@ def test_brax_adapter_runs_under_brax_training_and_eval_wrappers(fast_compile, m
 def test_update_breakdown_cases_leave_out_only_what_they_name(tiny_config, fast_compile):
     import update_breakdown as ub
 
-    fns = make_train(tiny_config(updates_per_iter=2, policy_delay=1, batch_size=6), CounterEnv())
+    fns = make_train(tiny_config(updates_per_step=0.5, policy_delay=1, batch_size=6), CounterEnv())
     learner, replay = C.learner_and_replay(fns)
     after = {}
     for variant in ("full", "no_metrics", "critic_only", "gelu_tanh"):

@@ -213,7 +213,7 @@ def test_blow_up_stops_the_run_with_exit_3_and_keeps_the_last_checkpoint(tmp_pat
     run_dir = tmp_path / "run"
     argv = ["--num-envs", "4", "--buffer-size", "4", "--batch-size", "4", "--learning-starts", "4",
             "--eval-every", "16", "--total-steps", "400", "--hidden-sizes", "16,16", "--episode-length", "100",
-            "--updates-per-iter", "2", "--num-eval-envs", "2", "--out", str(run_dir), "--no-progress"]  # fmt: skip
+            "--updates-per-step", "0.5", "--num-eval-envs", "2", "--out", str(run_dir), "--no-progress"]  # fmt: skip
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(argv)

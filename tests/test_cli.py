@@ -47,10 +47,10 @@ BAD_INPUT = [
     ("num-envs-not-int", ["--num-envs", "x"], {}, ["--num-envs", "'x'"]),
     ("batch-over-buffer", ["--batch-size", "512", "--buffer-size", "256"], {}, ["--batch-size 512", "256"]),
     (
-        "updates-vs-delay",
-        ["--updates-per-iter", "3", "--policy-delay", "2"],
+        "updates-below-one-block",
+        ["--updates-per-step", "0.01", "--num-envs", "32", "--policy-delay", "2"],
         {},
-        ["--updates-per-iter 3", "--policy-delay 2"],
+        ["--updates-per-step 0.01", "--num-envs 32", "--policy-delay 2"],
     ),
     ("gamma-1.5", ["--gamma", "1.5"], {}, ["--gamma 1.5"]),
     ("gamma-nan", ["--gamma", "nan"], {}, ["--gamma nan"]),
@@ -145,7 +145,7 @@ def test_list_envs_prints_every_bare_name_and_exits_0(tmp_path):
 
 # --- fuzzed bad values, in process --------------------------------------------------------------------
 POSITIVE_INTS = (
-    "num_envs", "total_steps", "updates_per_iter", "batch_size", "buffer_size",
+    "num_envs", "total_steps", "batch_size", "buffer_size",
     "policy_delay", "episode_length", "eval_every", "num_eval_envs",
 )  # fmt: skip
 NON_NEGATIVE_INTS = ("learning_starts", "checkpoint_every", "seed")

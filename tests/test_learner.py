@@ -185,8 +185,9 @@ def test_critic_only_update_leaves_actor_alpha_and_targets():
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_actor_update_moves_targets_by_polyak_tau(algo):
-    tau = 0.3
-    state = init_state(algo, tau=tau)
+    """Actor and reward critics' targets at tau; the entropy critic's at its own entropy_critic_tau."""
+    tau, entropy_tau = 0.3, 0.7
+    state = init_state(algo, tau=tau, entropy_critic_tau=entropy_tau)
     # Targets different from the online params, so (1 - tau) target + tau online is distinguishable.
     state = state.replace(
         actor_target_params=perturb(state.actor_target_params, 1),
@@ -194,16 +195,16 @@ def test_actor_update_moves_targets_by_polyak_tau(algo):
         entropy_critic_target_params=perturb(state.entropy_critic_target_params, 3),
     )
     new, _ = update_fn(algo)(state, make_batch(), key(1), update_actor=True)
-    pairs = [("actor_target_params", "actor_params"), ("reward_critic_target_params", "reward_critic_params")]
+    pairs = [("actor_target_params", "actor_params", tau), ("reward_critic_target_params", "reward_critic_params", tau)]
     if algo in DSAC_E:
-        pairs.append(("entropy_critic_target_params", "entropy_critic_params"))
+        pairs.append(("entropy_critic_target_params", "entropy_critic_params", entropy_tau))
     else:
         assert new.entropy_critic_params is None and new.entropy_critic_target_params is None
-    for target, online in pairs:
+    for target, online, rate in pairs:
         for t_old, t_new, o_new in zip(
             leaves(getattr(state, target)), leaves(getattr(new, target)), leaves(getattr(new, online)), strict=True
         ):
-            np.testing.assert_allclose(t_new, (1 - tau) * t_old + tau * o_new, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(t_new, (1 - rate) * t_old + rate * o_new, rtol=1e-5, atol=1e-6)
     for old, upd in zip(leaves(state.actor_params), leaves(new.actor_params), strict=True):
         assert np.any(old != upd)
     # First Adam step moves log alpha by alpha_lr (|m_hat / sqrt(v_hat)| = 1).
@@ -554,7 +555,9 @@ def test_entropy_critic_converges_to_discounted_policy_entropy():
     """One state, never terminating, fixed policy: Q_e* = gamma H / (1 - gamma), H = E[-log pi] (spec §3.2 PIS, A1)."""
     gamma = 0.6
     mean_b, log_std_b = np.array([0.2, -0.3]), np.array([-2.5, -2.0])  # H ~ -1.8: far from 0
-    state = init_state("dsac-e", seed=1, gamma=gamma, tau=1.0, actor_lr=0.0, alpha_lr=0.0, critic_lr=1e-2)
+    state = init_state(
+        "dsac-e", seed=1, gamma=gamma, tau=1.0, entropy_critic_tau=1.0, actor_lr=0.0, alpha_lr=0.0, critic_lr=1e-2
+    )
     fix = lambda p: set_final_layer(set_final_layer(p, slice(0, 2), mean_b), slice(2, 4), log_std_b)  # noqa: E731
     state = state.replace(actor_params=fix(state.actor_params), actor_target_params=fix(state.actor_target_params))
     zeros = np.zeros((B, OBS_DIM))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from toy_envs import CounterEnv, RandomLengthEnv
@@ -21,7 +22,9 @@ TERMINATE_AFTER = 3  # CounterEnv episodes end after 3 steps (time limit 5)
 @pytest.fixture(scope="module")
 def setup(tiny_config):
     # policy_delay 1: one update graph per block instead of two, which halves the compile time here
-    config = tiny_config(learning_starts=32, updates_per_iter=UPDATES_PER_ITER, num_envs=NUM_ENVS, policy_delay=1)
+    config = tiny_config(
+        learning_starts=32, updates_per_step=UPDATES_PER_ITER / NUM_ENVS, num_envs=NUM_ENVS, policy_delay=1
+    )
     fns = make_train(config, CounterEnv(terminate_after=TERMINATE_AFTER))
     assert (fns.warmup_iters, fns.chunk_iters) == (WARMUP_ITERS, CHUNK_ITERS)
     init_jit = jax.jit(fns.init)  # the public init, jitted once (it re-jits its inner _init per call)
@@ -149,6 +152,17 @@ def test_chunk_scan_equals_python_loop_of_iterations(setup):
     assert trees_equal(scanned.key, looped.key) and int(scanned.iteration) == int(looped.iteration)
     for name in per_iter[0]:
         np.testing.assert_allclose(metrics[name], np.mean([m[name] for m in per_iter]), rtol=1e-4, atol=1e-5)
+
+
+def test_chunk_of_fewer_iterations_runs_only_those(setup):
+    """run_chunk(ts, 1) of a 2-iteration chunk: one iteration's state and metrics; the skipped one does nothing."""
+    partial, metrics = setup["chunk"](setup["warm"](4), jnp.int32(1))
+    one, (m, _) = setup["iteration"](setup["warm"](4))
+    assert_trees_close(_np(partial), _np(one))
+    assert trees_equal(partial.key, one.key) and int(partial.iteration) == int(one.iteration)
+    assert int(partial.learner.step) == UPDATES_PER_ITER
+    for name, v in _np(m).items():
+        np.testing.assert_allclose(metrics[name], v, rtol=1e-5, atol=1e-6)
 
 
 def test_same_seed_same_run_different_seed_different_run(setup):

@@ -412,7 +412,7 @@ def test_randomized_training_run_trains_resumes_into_a_study(tmp_path):
     flags = [
         "--hidden-sizes", "16,16", "--num-envs", "4", "--batch-size", "16", "--buffer-size", "512",
         "--learning-starts", "64", "--eval-every", "64", "--num-eval-envs", "2", "--episode-length", "50",
-        "--updates-per-iter", "2", "--total-steps", "128", "--randomize", "mass=0.5:1.5,gain=0.8:1.2",
+        "--updates-per-step", "0.5", "--total-steps", "128", "--randomize", "mass=0.5:1.5,gain=0.8:1.2",
         "--out", str(run), "--no-progress",
     ]  # fmt: skip
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags], capture_output=True, text=True, cwd=ROOT)

@@ -36,11 +36,13 @@ NUM_ENVS, CHUNK, WARMUP = 4, 64, 64  # chunk = eval_every env steps; warm-up = l
 TINY = {
     "env": "inverted_pendulum", "hidden_sizes": "16,16", "num_envs": NUM_ENVS, "batch_size": 16,
     "buffer_size": 512, "learning_starts": WARMUP, "eval_every": CHUNK, "num_eval_envs": 2,
-    "episode_length": 50, "updates_per_iter": 2, "policy_delay": 2,
+    "episode_length": 50, "updates_per_step": 0.5, "policy_delay": 2,
 }  # fmt: skip
 ONE_CHUNK = WARMUP + CHUNK  # total_steps that stops after the first chunk
 TWO_CHUNKS = WARMUP + 2 * CHUNK
-UPDATES_PER_CHUNK = (CHUNK // NUM_ENVS) * TINY["updates_per_iter"]
+UPDATES_PER_CHUNK = CHUNK * TINY["updates_per_step"]
+D_ITERS = 3  # run D's budget ends 3 iterations into its second chunk, one env step short of the third
+D_TOTAL = ONE_CHUNK + D_ITERS * NUM_ENVS - 1
 TIMING_COLUMNS = {"wall_time_s", "train/env_steps_per_second"}
 
 
@@ -80,7 +82,7 @@ def _summary(run_dir: Path) -> dict:
 def runs(tmp_path_factory, xla_cache_env):
     base = tmp_path_factory.mktemp("runs")
     env = xla_cache_env  # shared with tests/test_kills.py's runs, which use the same TINY flags
-    a, b, c = base / "A", base / "B", base / "C"
+    a, b, c, d = base / "A", base / "B", base / "C", base / "D"
 
     # Phase 1 (pays the compile): B's first chunk.
     out = {"B1": _finish(_start(_argv(out=b, total_steps=ONE_CHUNK), base, env))}
@@ -92,6 +94,7 @@ def runs(tmp_path_factory, xla_cache_env):
         "A": _start(_argv(out=a, total_steps=TWO_CHUNKS), base, env),
         "B2": _start(["--resume", str(b), "--total-steps", str(TWO_CHUNKS), "--no-progress"], base, env),
         "C1": _start(_argv(out=c, total_steps=ONE_CHUNK, checkpoint_buffer=False), base, env),
+        "D": _start(_argv(out=d, total_steps=D_TOTAL), base, env),
     }
     out |= {name: _finish(p) for name, p in procs.items()}
     c_first_summary = _summary(c)
@@ -103,7 +106,7 @@ def runs(tmp_path_factory, xla_cache_env):
         _start(["--resume", str(c), "--total-steps", str(c_total), "--no-checkpoint-buffer"], base, env)
     )
     return {
-        "A": a, "B": b, "C": c, "out": out, "base": base, "c_total": c_total,
+        "A": a, "B": b, "C": c, "D": d, "out": out, "base": base, "c_total": c_total,
         "b_first_summary": b_first_summary, "b_first_ckpt": b_first_ckpt,
         "c_first_summary": c_first_summary, "c_first_meta": c_first_meta,
     }  # fmt: skip
@@ -148,12 +151,25 @@ def test_summary_json_reports_returns_steps_and_timings(runs):
     s, rows = _summary(runs["A"]), _rows(runs["A"])
     assert s["env_steps"] == TWO_CHUNKS
     assert s["final_eval_return"] == rows[-1]["eval/episode_return"]
+    assert s["final_eval_return_last3"] == pytest.approx(np.mean([r["eval/episode_return"] for r in rows[-3:]]))
     assert s["best_eval_return"] == max(r["eval/episode_return"] for r in rows)
+    assert s["updates_per_step"] == TINY["updates_per_step"]
     assert s["gradient_steps"] == 2 * UPDATES_PER_CHUNK
     assert s["wall_time_s"] > s["compile_time_s"] > 0.0
     assert s["env_steps_per_second"] > 0.0
     assert s["backend"] == jax.default_backend() and s["interrupted"] is False
     assert (s["env"], s["algo"], s["seed"]) == ("inverted_pendulum", "dsac-e", 0)
+
+
+def test_total_steps_is_a_budget_the_run_stops_within_one_iteration_of(runs):
+    """D's budget falls inside its second chunk: that chunk runs only the iterations the budget has left (the same
+    compiled program, its other iterations skipped), and the run ends at the first iteration at or past it."""
+    s, rows = _summary(runs["D"]), _rows(runs["D"])
+    assert s["env_steps"] == ONE_CHUNK + D_ITERS * NUM_ENVS  # D_TOTAL rounded up to whole iterations
+    assert [r["env_steps"] for r in rows] == [ONE_CHUNK, s["env_steps"]]
+    per_iter = round(TINY["updates_per_step"] * NUM_ENVS)
+    assert s["gradient_steps"] == UPDATES_PER_CHUNK + D_ITERS * per_iter
+    assert math.isfinite(rows[-1]["train/loss_reward_critic"])  # means over the 3 iterations that ran
 
 
 def _tb_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:

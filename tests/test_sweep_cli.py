@@ -33,7 +33,7 @@ NUM_ENVS, CHUNK, WARMUP = 4, 32, 32
 # "--env inverted_pendulum" is a label only: the launcher makes every env the toy one.
 TINY = ["--env", "inverted_pendulum", "--hidden-sizes", "16,16", "--num-envs", str(NUM_ENVS), "--batch-size", "16",
         "--buffer-size", "256", "--learning-starts", str(WARMUP), "--eval-every", str(CHUNK), "--num-eval-envs", "2",
-        "--episode-length", "50", "--updates-per-iter", "2", "--no-progress"]  # fmt: skip
+        "--episode-length", "50", "--updates-per-step", "0.5", "--no-progress"]  # fmt: skip
 SWEEP = ["--sweep", "rho=1,5"]
 ONE_CHUNK, TWO_CHUNKS = WARMUP + CHUNK, WARMUP + 2 * CHUNK
 TIMING = {"wall_time_s", "train/env_steps_per_second", "env_steps_per_second"}
@@ -196,7 +196,7 @@ def test_a_sweep_over_two_processes_equals_the_one_process_sweep(runs):
 
 # --- bitwise determinism and restart -----------------------------------------------
 TOY_TOTAL = 8 + 4 * 8  # warm-up and four chunks of 8 env steps
-TOY = ["--num-envs", "4", "--learning-starts", "8", "--updates-per-iter", "1", "--batch-size", "8", "--buffer-size",
+TOY = ["--num-envs", "4", "--learning-starts", "8", "--updates-per-step", "0.25", "--batch-size", "8", "--buffer-size",
        "64", "--hidden-sizes", "8", "--policy-delay", "1", "--episode-length", "5", "--eval-every", "8",
        "--num-eval-envs", "2", "--total-steps", str(TOY_TOTAL), "--no-progress"]  # fmt: skip
 TOY_SWEEP = ["--sweep", "rho=1,5", "--seeds", "2"]  # 4 members
