@@ -229,6 +229,7 @@ def _episode_metrics(stats: rollout.EpisodeStats) -> dict[str, jax.Array]:
         "train/episode_return": jnp.sum(stats.return_sum) / jnp.maximum(count, 1.0),
         "train/episode_length": jnp.sum(stats.length_sum) / jnp.maximum(count, 1.0),
         "train/diverged_envs": jnp.sum(stats.diverged),
+        "diag/reward_abs_max": jnp.max(stats.reward_abs_max),
     }
 
 

@@ -35,10 +35,11 @@ class EpisodeStats:
     return_sum: jax.Array
     length_sum: jax.Array
     diverged: jax.Array
+    reward_abs_max: jax.Array  # the largest |reward| of a stored (not diverged) step: a physics blow-up shows here
 
     @classmethod
     def zeros(cls) -> EpisodeStats:
-        return cls(*(jnp.zeros((), jnp.float32) for _ in range(4)))
+        return cls(*(jnp.zeros((), jnp.float32) for _ in range(5)))
 
 
 def reset(env, key: jax.Array, num_envs: int) -> EnvState:
@@ -107,6 +108,7 @@ def step_with_mask(
         return_sum=jnp.sum(jnp.where(finished, episode_return, 0.0)),
         length_sum=jnp.sum(jnp.where(finished, episode_step, 0).astype(jnp.float32)),
         diverged=jnp.sum(bad.astype(jnp.float32)),
+        reward_abs_max=jnp.max(jnp.where(bad, 0.0, jnp.abs(nxt.reward))),
     )
     transition = Transition(
         obs=obs,

@@ -153,6 +153,7 @@ def test_training_with_diverging_envs_keeps_the_buffer_clean(tiny_config):
         ts, metrics = chunk(ts)
         metrics = jax.device_get(metrics)
         diverged += float(metrics["train/diverged_envs"])
+        assert np.isfinite(metrics["diag/reward_abs_max"])  # the diverged steps' rewards are left out
         _, bad = health.split_nonfinite(metrics)
         assert bad == {}, bad
         report = {k: int(v) for k, v in metrics.items() if k.startswith(NONFINITE_PREFIX)}

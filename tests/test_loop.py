@@ -78,6 +78,7 @@ def test_one_chunk_runs_and_counters_advance(setup):
     # All envs started together: episodes end at iterations 3, 6, 9, so this chunk (9, 10) ends one each.
     assert metrics["train/episodes"] == NUM_ENVS
     assert metrics["train/episode_return"] == TERMINATE_AFTER
+    assert metrics["diag/reward_abs_max"] == 1.0  # CounterEnv pays 1 per step
     assert metrics["train/episode_length"] == TERMINATE_AFTER
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(_np(ts.learner)))
 
