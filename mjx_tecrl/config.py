@@ -33,7 +33,11 @@ class Config:
 
     # --- what to train ---
     env: str = _f("inverted_pendulum", "task name from the registry (see --list-envs)")
-    physics: str = _f("faithful", "solver settings of a Gymnasium task: faithful (the model file's) or fast")
+    physics: str = _f(
+        "faithful",
+        "solver settings of a Gymnasium task: faithful (the model file's; train on this) or fast (one solver "
+        "iteration: a different task where contacts matter, not learnable on halfcheetah; for speed tests only)",
+    )
     algo: str = _f("dsac-e", "one of " + ", ".join(ALGOS))
     seed: int = _f(0, "random seed")
     # --- sizes (static: they set shapes) ---
