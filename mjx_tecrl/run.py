@@ -478,8 +478,8 @@ class _Program:
         return cls(plan, fns, None)
 
     # --- the lifted functions ---
-    def chunk(self, ts, num_iters):
-        """`num_iters` (an int32 scalar, the same for every member) of the chunk's iterations run."""
+    def chunk(self, ts, num_iters=None):
+        """`num_iters` (an int32 scalar, the same for every member; default all) of the chunk's iterations run."""
         return (jax.vmap(self.fns.run_chunk, in_axes=(0, None)) if self.plan.is_sweep else self.fns.run_chunk)(
             ts, num_iters
         )
