@@ -13,7 +13,8 @@ evaluation (10 deterministic episodes) every 5,000 env steps:
   warm-up (10,000 uniform random steps) and replay ratio (one update per env step).
 
 Runs go to `--runs-dir/TASK/SYSTEM` and are reused when finished (a run dir with summary.json), so a cut-short
-invocation resumes where it stopped and `--report-only` re-tabulates. The report (JSON, default
+invocation resumes where it stopped (ours from their last checkpoint, `train.py --resume`; SB3's from the start)
+and `--report-only` re-tabulates. The report (JSON, default
 bench/results/reference_learning_<tasks>_<backend>.json) has every run's curve and, per task and system, the
 median (and range) over seeds of the eval return at fixed env steps and of the score: the mean of the last three
 evaluations. `--figures DIR` draws one learning-curve figure per task with `mjx_tecrl.plot`.
@@ -103,7 +104,9 @@ def _ours_job(args, task: str, system: str, learning_starts: int) -> dict:
            *shlex.split(args.extra)]  # fmt: skip
     if args.seeds > 1:
         cmd += ["--seeds", str(args.seeds)]
-    return dict(task=task, system=system, dir=d, cmd=cmd, log=d + ".log")
+    resume = [sys.executable, os.path.join(ROOT, "train.py"), "--resume", d, "--total-steps", str(args.steps),
+              "--no-progress"]  # fmt: skip
+    return dict(task=task, system=system, dir=d, cmd=cmd, resume=resume, log=d + ".log")
 
 
 def _sb3_job(args, task: str, seed: int, learning_starts: int) -> dict:
@@ -120,15 +123,19 @@ def _finished(run_dir: str) -> bool:
 
 
 def _run(job: dict) -> int:
-    if os.path.isdir(job["dir"]) and not _finished(job["dir"]):  # cut short earlier: start it over
-        import shutil
+    cmd, mode = job["cmd"], "w"
+    if os.path.isdir(job["dir"]) and not _finished(job["dir"]):  # cut short earlier
+        if job.get("resume"):  # ours: train.py continues from its last checkpoint
+            cmd, mode = job["resume"], "a"
+        else:  # SB3 keeps no checkpoint: start it over
+            import shutil
 
-        shutil.rmtree(job["dir"])
+            shutil.rmtree(job["dir"])
     os.makedirs(os.path.dirname(job["dir"]), exist_ok=True)
-    print(f"start {job['task']} {job['system']}: {' '.join(job['cmd'][1:])}", flush=True)
+    print(f"start {job['task']} {job['system']}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
-    with open(job["log"], "w") as log:
-        rc = subprocess.call(job["cmd"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    with open(job["log"], mode) as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     print(f"end {job['task']} {job['system']} ({rc}) after {time.time() - t0:.0f}s", flush=True)
     return rc
 
