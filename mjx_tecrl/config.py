@@ -55,6 +55,9 @@ class Config:
     policy_delay: int = _f(2, "actor, temperature and target updates every this many updates (spec 2.6)")
     episode_length: int = _f(1000, "time limit in env steps; reaching it truncates (bootstrapped)")
     normalize_obs: bool = _f(False, "running observation normalisation (statistics are checkpointed)")
+    critic_layer_norm: bool = _f(
+        False, "LayerNorm before each hidden activation of the reward and entropy critics (not in the spec)"
+    )
     critic_loss: str = _f("nll", "reward critic loss: nll (2023 DSAC-T form) or huber (2025 variant)")
     twin_entropy_critic: bool = _f(False, "min over two entropy critics (spec A3; default off)")
     randomize: str = _f(

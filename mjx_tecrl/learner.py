@@ -57,7 +57,9 @@ class Learner:
 
     @classmethod
     def from_config(cls, config: Config, action_dim: int) -> Learner:
-        nets = make_networks(action_dim, config.hidden_sizes, config.twin_entropy_critic)
+        nets = make_networks(
+            action_dim, config.hidden_sizes, config.twin_entropy_critic, critic_layer_norm=config.critic_layer_norm
+        )
         return cls(nets, config.algo, config.critic_loss, config.normalize_obs)
 
     @property

@@ -19,16 +19,24 @@ GELU: Activation = functools.partial(nn.gelu, approximate=False)  # exact (erf),
 
 
 class MLP(nn.Module):
-    """GELU hidden layers, linear output (spec §2.8). `activation` is for measurements (bench/), not a flag."""
+    """GELU hidden layers, linear output (spec §2.8). `activation` is for measurements (bench/), not a flag.
+
+    `layer_norm` puts a LayerNorm between each hidden Dense and its activation (not in the spec; the critics'
+    `--critic-layer-norm`, docs/decisions.md).
+    """
 
     hidden_sizes: Sequence[int]
     out_size: int
     activation: Activation = GELU
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden_sizes:
-            x = self.activation(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = self.activation(x)
         return nn.Dense(self.out_size)(x)
 
 
@@ -51,10 +59,11 @@ class RewardCritic(nn.Module):
 
     hidden_sizes: Sequence[int]
     activation: Activation = GELU
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = MLP(self.hidden_sizes, 2, self.activation)(jnp.concatenate([obs, action], axis=-1))
+        out = MLP(self.hidden_sizes, 2, self.activation, self.layer_norm)(jnp.concatenate([obs, action], axis=-1))
         return out[..., 0], jax.nn.softplus(out[..., 1])
 
 
@@ -63,10 +72,12 @@ class EntropyCritic(nn.Module):
 
     hidden_sizes: Sequence[int]
     activation: Activation = GELU
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        return MLP(self.hidden_sizes, 1, self.activation)(jnp.concatenate([obs, action], axis=-1))[..., 0]
+        x = jnp.concatenate([obs, action], axis=-1)
+        return MLP(self.hidden_sizes, 1, self.activation, self.layer_norm)(x)[..., 0]
 
 
 @dataclass(frozen=True)
@@ -100,12 +111,16 @@ class Networks:
 
 
 def make_networks(
-    action_dim: int, hidden_sizes: Sequence[int], twin_entropy_critic: bool, activation: Activation = GELU
+    action_dim: int,
+    hidden_sizes: Sequence[int],
+    twin_entropy_critic: bool,
+    activation: Activation = GELU,
+    critic_layer_norm: bool = False,
 ) -> Networks:
     hidden = tuple(hidden_sizes)
     return Networks(
         actor=Actor(hidden, action_dim, activation),
-        reward_critic=RewardCritic(hidden, activation),
-        entropy_critic=EntropyCritic(hidden, activation),
+        reward_critic=RewardCritic(hidden, activation, critic_layer_norm),
+        entropy_critic=EntropyCritic(hidden, activation, critic_layer_norm),
         num_entropy_critics=2 if twin_entropy_critic else 1,
     )
