@@ -50,6 +50,11 @@ class Config:
         "num_envs steps runs num_envs * this, rounded to a multiple of --policy-delay (spec 2.7: 1 per 20)",
     )
     batch_size: int = _f(256, "replay batch size per update")
+    n_step: int = _f(
+        1,
+        "steps of reward (and entropy) summed before the critics bootstrap; a termination inside stops the sum "
+        "without bootstrap, a time-limit cut bootstraps from its true final observation",
+    )
     buffer_size: int = _f(1_000_000, "replay capacity in transitions (rounded up to a multiple of num_envs)")
     hidden_sizes: tuple[int, ...] = _f((256, 256, 256), "hidden layer widths of actor and critics")
     policy_delay: int = _f(2, "actor, temperature and target updates every this many updates (spec 2.6)")
@@ -171,7 +176,7 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(f"--physics {c.physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
     if c.preset not in ("tuned", "paper"):
         raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: tuned, paper")
-    for name in ("num_envs", "total_steps", "batch_size", "buffer_size",
+    for name in ("num_envs", "total_steps", "batch_size", "buffer_size", "n_step",
                  "policy_delay", "episode_length", "eval_every", "num_eval_envs"):  # fmt: skip
         v = getattr(c, name)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -206,6 +211,11 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(
             f"--total-steps {c.total_steps} must exceed --learning-starts {c.learning_starts} "
             "(the random-action warm-up)"
+        )
+    if c.n_step * c.num_envs > c.buffer_capacity:
+        raise ConfigError(
+            f"--n-step {c.n_step} needs {c.n_step} inserts of --num-envs {c.num_envs} rows in the buffer; "
+            f"--buffer-size {c.buffer_size} holds {c.buffer_capacity // c.num_envs}"
         )
     if max(c.learning_starts, c.batch_size) > c.buffer_capacity:
         raise ConfigError(f"--learning-starts {c.learning_starts} exceeds the buffer capacity {c.buffer_capacity}")

@@ -13,7 +13,7 @@ from flax import struct
 from mjx_tecrl import distributions, losses
 from mjx_tecrl.config import Config, Hyperparams
 from mjx_tecrl.networks import Networks, make_networks
-from mjx_tecrl.types import NormalizerState, Transition, normalize, normalizer_init
+from mjx_tecrl.types import NormalizerState, Steps, Transition, normalize, normalizer_init
 
 Params = Any
 _adam = optax.scale_by_adam()  # PyTorch defaults; the learning rate is applied from the traced Hyperparams
@@ -105,33 +105,38 @@ class Learner:
 
     # --- one gradient iteration --------------------------------------------------------------
     def update(
-        self, state: LearnerState, batch: Transition, key: jax.Array, update_actor: bool
+        self, state: LearnerState, batch: Transition | Steps, key: jax.Array, update_actor: bool
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
         """Critic step always; actor, temperature and Polyak targets when `update_actor` (spec §2.6).
+
+        `batch`: one-step transitions, or n consecutive steps per sample for n-step targets (`_returns`).
 
         All gradients use the pre-update parameters. `update_actor` is static (spec style note 6).
         """
         key_next, key_z, key_new = jax.random.split(key, 3)
         hp = state.hyperparams
         nets = self.networks
-        obs = self.normalize(state, batch.obs)  # [B, obs_dim]
-        next_obs = self.normalize(state, batch.next_obs)
         alpha = jnp.exp(state.log_alpha)
-        reward = batch.reward * hp.reward_scale
-        discount = hp.gamma * (1.0 - batch.terminated)  # truncation keeps its bootstrap
+        obs, action, reward, next_obs, discount, entropy_between = self._returns(
+            state, batch, jax.random.fold_in(key_next, 1)
+        )
+        obs = self.normalize(state, obs)  # [B, obs_dim]
+        next_obs = self.normalize(state, next_obs)
 
         # Next action from the TARGET policy, shared by the reward and entropy targets (spec §3.3).
         next_action, next_log_prob = self.sample_action(state.actor_target_params, state, next_obs, key_next)
         q_next, std_next = nets.reward_critics(state.reward_critic_target_params, next_obs, next_action)
         soft = self.algo in ("dsac-t", "sac")
         entropy_bonus = -alpha * next_log_prob if soft else jnp.zeros_like(next_log_prob)
+        if soft and entropy_between is not None:  # the soft return's entropy of the steps inside the n
+            reward = reward + alpha * entropy_between
 
         # Reward critics (PEV).
         if self.algo == "sac":
             y = losses.sac_critic_targets(q_next, reward, discount, entropy_bonus)
 
             def reward_loss_fn(params):
-                q, std = nets.reward_critics(params, obs, batch.action)
+                q, std = nets.reward_critics(params, obs, action)
                 return losses.sac_critic_loss(q, y), (q, std, state.critic_std_running_mean)
         else:
             z = jnp.clip(jax.random.normal(key_z, q_next.shape), -3.0, 3.0)  # [2, B]
@@ -143,7 +148,7 @@ class Learner:
             )
 
             def reward_loss_fn(params):
-                q, std = nets.reward_critics(params, obs, batch.action)
+                q, std = nets.reward_critics(params, obs, action)
                 running = losses.update_critic_std_running_mean(
                     state.critic_std_running_mean, std, hp.tau
                 )  # updated BEFORE the clip bound and weight use it
@@ -168,14 +173,18 @@ class Learner:
             "train/alpha": alpha,
             "diag/grad_norm_reward_critic": optax.tree.norm(grad_r),
         }
+        if isinstance(batch, Steps):
+            metrics["diag/n_step_mean"] = jnp.mean(jnp.sum(batch.included, axis=0))  # steps in the return
 
         # Entropy critic (PIS).
         if self.uses_entropy_critic:
             q_e_next = jnp.min(nets.entropy_critics(state.entropy_critic_target_params, next_obs, next_action), axis=0)
             y_e = losses.entropy_critic_target(next_log_prob, q_e_next, discount)
+            if entropy_between is not None:
+                y_e = y_e + entropy_between
 
             def entropy_loss_fn(params):
-                q_e = nets.entropy_critics(params, obs, batch.action)
+                q_e = nets.entropy_critics(params, obs, action)
                 return losses.entropy_critic_loss(q_e, y_e), q_e
 
             (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(state.entropy_critic_params)
@@ -191,6 +200,34 @@ class Learner:
             new, actor_metrics = self._actor_temperature_targets(state, new, obs, key_new, alpha)
             metrics.update(actor_metrics)
         return new, metrics
+
+    def _returns(self, state: LearnerState, batch: Transition | Steps, key: jax.Array):
+        """(obs, action, reward, next_obs, discount, entropy_between) of a replay sample, obs not normalised.
+
+        One step (a `Transition`): the scaled reward and gamma (1 - terminated); truncation keeps its bootstrap
+        (spec §2.7). n steps (`Steps`, m of them included): reward = scale * sum_{k<m} gamma^k r_k, the bootstrap
+        from the last included step's next_obs with discount gamma^m (1 - its terminated), and entropy_between =
+        sum_{0<k<m} gamma^k (-log pi_target(a_k|s_k)), a_k drawn from the target policy (spec §3.2's Q_e target over
+        n steps; the soft return's entropy for dsac-t and sac); None for one step.
+        """
+        hp = state.hyperparams
+        if isinstance(batch, Transition):
+            discount = hp.gamma * (1.0 - batch.terminated)
+            return batch.obs, batch.action, batch.reward * hp.reward_scale, batch.next_obs, discount, None
+        rows, included = batch.rows, batch.included  # [n, B, ...], [n, B]
+        powers = hp.gamma ** jnp.arange(included.shape[0], dtype=jnp.float32)[:, None]  # [n, 1]
+        reward = hp.reward_scale * jnp.sum(included * powers * rows.reward, axis=0)
+        last = jnp.sum(included, axis=0).astype(jnp.int32) - 1  # [B]: index of the last included step
+
+        def at_last(x):
+            return jnp.take_along_axis(x, last.reshape((1, -1) + (1,) * (x.ndim - 2)), axis=0)[0]
+
+        discount = hp.gamma ** (last + 1).astype(jnp.float32) * (1.0 - at_last(rows.terminated))
+        _, between_log_prob = self.sample_action(
+            state.actor_target_params, state, self.normalize(state, rows.obs[1:]), key
+        )  # [n - 1, B]
+        entropy_between = jnp.sum(included[1:] * powers[1:] * -between_log_prob, axis=0)
+        return rows.obs[0], rows.action[0], reward, at_last(rows.next_obs), discount, entropy_between
 
     def _actor_temperature_targets(self, old, new, obs, key, alpha):
         """PIM + TUP from the pre-update state `old`, applied to `new`; then Polyak (spec §3.3)."""

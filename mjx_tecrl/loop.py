@@ -106,7 +106,10 @@ class TrainFns:
             keys = jax.random.split(block_key, 2 * c.policy_delay)
             per_update = []
             for j in range(c.policy_delay):
-                batch = replay_lib.sample(replay, keys[2 * j], c.batch_size)
+                if c.n_step > 1:
+                    batch = replay_lib.sample_steps(replay, keys[2 * j], c.batch_size, c.n_step, c.num_envs)
+                else:
+                    batch = replay_lib.sample(replay, keys[2 * j], c.batch_size)
                 ls, m = self.learner.update(ls, batch, keys[2 * j + 1], update_actor=(j == 0))
                 per_update.append(m)
             # Actor-side metrics come from the first update; critic-side ones average over the block.

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mjx_tecrl.types import Transition
+from mjx_tecrl.types import Steps, Transition
 
 
 @struct.dataclass
@@ -88,3 +88,29 @@ def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Transition:
     """Uniform rows from the written slots [0, size), with replacement. `size` must be positive."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
     return jax.tree.map(lambda buf: jnp.take(buf, idx, axis=0, mode="clip"), state.data)
+
+
+def sample_steps(state: ReplayState, key: jax.Array, batch_size: int, n: int, stride: int) -> Steps:
+    """Uniform start rows as `sample`, each with its next `n - 1` steps (n-step targets, spec §2.7's truncation rule).
+
+    Each insert writes one row per env in the same order (`stride` = rows per insert), so the step after slot `i`
+    is slot `i + stride`. Step k is `included` when it was written after row 0 (not beyond the newest insert) and
+    step k - 1 neither terminated, nor was truncated, nor is followed by a reset: its `next_obs` must be step k's
+    `obs`, which also breaks a chain at a diverged env's replaced row (`add`).
+    """
+    cap = capacity(state)
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
+    blocks = cap // stride
+    newest = (state.insert_pos // stride - 1) % blocks  # the block written last
+    later = (newest - idx // stride) % blocks  # inserts after row 0's: its successors that exist
+    slots = (idx[None] + stride * jnp.arange(n)[:, None]) % cap  # [n, B]
+    rows = jax.tree.map(lambda buf: jnp.take(buf, slots, axis=0, mode="clip"), state.data)
+    same_episode = (
+        (rows.terminated[:-1] < 0.5)
+        & (rows.truncated[:-1] < 0.5)
+        & jnp.all(rows.obs[1:] == rows.next_obs[:-1], axis=-1)
+        & (jnp.arange(1, n)[:, None] <= later[None])
+    )  # [n - 1, B]: step k + 1 continues step k
+    steps = jnp.concatenate([jnp.ones((1, batch_size), bool), same_episode]).astype(jnp.int32)
+    included = jnp.cumprod(steps, axis=0)
+    return Steps(rows=rows, included=included.astype(jnp.float32))

@@ -24,6 +24,16 @@ class Transition:
 
 
 @struct.dataclass
+class Steps:
+    """`n` consecutive replay rows per sample, for n-step targets: every leaf of `rows` is [n, B, ...], row k
+    the k-th step after row 0 of the same env. `included` [n, B] (float 0/1): step k belongs to the return, i.e.
+    it was written, and no earlier step of the sample ended its episode (terminated, truncated or reset)."""
+
+    rows: Transition
+    included: jax.Array
+
+
+@struct.dataclass
 class NormalizerState:
     """Running mean and variance of observations (parallel Welford / Chan et al. merge)."""
 

@@ -1,6 +1,8 @@
 """Config defaults that depend on other flags."""
 
-from mjx_tecrl.config import EVAL_MIN_ITERS, Config, make_config
+import pytest
+
+from mjx_tecrl.config import EVAL_MIN_ITERS, Config, ConfigError, make_config, validate
 
 
 def test_eval_every_default_scales_with_num_envs():
@@ -41,3 +43,12 @@ def test_config_json_of_an_older_run_converts_updates_per_iter():
     old["updates_per_iter"] = 8
     c = Config.from_dict(old)
     assert c.updates_per_step == 0.25 and c.updates_per_iter == 8
+
+
+def test_n_step_must_be_positive_and_fit_in_the_buffer():
+    validate(make_config(env="hopper", n_step=3))
+    for bad, words in ((0, "--n-step 0 must be a positive integer"), (4, "--n-step 4 needs 4 inserts")):
+        with pytest.raises(ConfigError, match=words):
+            validate(
+                make_config(env="hopper", n_step=bad, num_envs=32, buffer_size=96, learning_starts=64, batch_size=32)
+            )
