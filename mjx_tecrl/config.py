@@ -16,6 +16,7 @@ from flax import struct
 
 ALGOS = ("dsac-e", "dsac-e-no-tec", "dsac-t", "sac")
 CRITIC_LOSSES = ("nll", "huber")
+BUDGET_HORIZONS = ("discounted", "lived")
 PHYSICS = ("faithful", "fast")  # mjx_tecrl.envs.gym_base.PHYSICS
 
 
@@ -65,6 +66,11 @@ class Config:
     )
     critic_loss: str = _f("nll", "reward critic loss: nll (2023 DSAC-T form) or huber (2025 variant)")
     twin_entropy_critic: bool = _f(False, "min over two entropy critics (spec A3; default off)")
+    budget_horizon: str = _f(
+        "discounted",
+        "dsac-e's entropy budget: discounted (rho H0 / (1 - gamma), spec 3.2) or lived (rho H0 per discounted step "
+        "the episode still lives, learnt by a second head of the entropy critic; the same without termination)",
+    )
     randomize: str = _f(
         "",
         "domain randomisation: physics scales drawn per env at every reset, NAME=LOW:HIGH,... with NAME in "
@@ -172,6 +178,8 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(f"--algo {c.algo!r} is unknown; allowed: {', '.join(ALGOS)}")
     if c.critic_loss not in CRITIC_LOSSES:
         raise ConfigError(f"--critic-loss {c.critic_loss!r} is unknown; allowed: {', '.join(CRITIC_LOSSES)}")
+    if c.budget_horizon not in BUDGET_HORIZONS:
+        raise ConfigError(f"--budget-horizon {c.budget_horizon!r} is unknown; allowed: {', '.join(BUDGET_HORIZONS)}")
     if c.physics not in PHYSICS:
         raise ConfigError(f"--physics {c.physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
     if c.preset not in ("tuned", "paper"):

@@ -40,6 +40,19 @@ class LearnerState:
     step: jax.Array  # gradient iterations done (int32)
 
 
+@struct.dataclass
+class Returns:
+    """What the critic targets need from a replay sample (`Learner._returns`); obs not normalised."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array  # scaled (and discounted over the n steps)
+    next_obs: jax.Array  # where the bootstrap is taken
+    discount: jax.Array  # gamma^m (1 - terminated): the bootstrap's weight
+    entropy_between: jax.Array | None  # sum_{0<k<m} gamma^k (-log pi_target(a_k|s_k)); None for one step
+    steps_between: jax.Array | None  # sum_{0<k<m} gamma^k: the horizon head's share of those steps
+
+
 def _adam_step(params, grads, opt_state, lr):
     """One Adam step with a traced learning rate."""
     direction, opt_state = _adam.update(grads, opt_state)
@@ -58,7 +71,11 @@ class Learner:
     @classmethod
     def from_config(cls, config: Config, action_dim: int) -> Learner:
         nets = make_networks(
-            action_dim, config.hidden_sizes, config.twin_entropy_critic, critic_layer_norm=config.critic_layer_norm
+            action_dim,
+            config.hidden_sizes,
+            config.twin_entropy_critic,
+            critic_layer_norm=config.critic_layer_norm,
+            horizon=config.algo == "dsac-e" and config.budget_horizon == "lived",
         )
         return cls(nets, config.algo, config.critic_loss, config.normalize_obs)
 
@@ -117,11 +134,10 @@ class Learner:
         hp = state.hyperparams
         nets = self.networks
         alpha = jnp.exp(state.log_alpha)
-        obs, action, reward, next_obs, discount, entropy_between = self._returns(
-            state, batch, jax.random.fold_in(key_next, 1)
-        )
-        obs = self.normalize(state, obs)  # [B, obs_dim]
-        next_obs = self.normalize(state, next_obs)
+        ret = self._returns(state, batch, jax.random.fold_in(key_next, 1))
+        action, reward, discount, entropy_between = ret.action, ret.reward, ret.discount, ret.entropy_between
+        obs = self.normalize(state, ret.obs)  # [B, obs_dim]
+        next_obs = self.normalize(state, ret.next_obs)
 
         # Next action from the TARGET policy, shared by the reward and entropy targets (spec §3.3).
         next_action, next_log_prob = self.sample_action(state.actor_target_params, state, next_obs, key_next)
@@ -178,14 +194,24 @@ class Learner:
 
         # Entropy critic (PIS).
         if self.uses_entropy_critic:
-            q_e_next = jnp.min(nets.entropy_critics(state.entropy_critic_target_params, next_obs, next_action), axis=0)
-            y_e = losses.entropy_critic_target(next_log_prob, q_e_next, discount)
+            q_e_next, horizon_next = nets.entropy_critics_and_horizon(
+                state.entropy_critic_target_params, next_obs, next_action
+            )
+            y_e = losses.entropy_critic_target(next_log_prob, jnp.min(q_e_next, axis=0), discount)
             if entropy_between is not None:
                 y_e = y_e + entropy_between
+            y_h = None
+            if horizon_next is not None:
+                y_h = losses.horizon_target(jnp.min(horizon_next, axis=0), discount)
+                if ret.steps_between is not None:
+                    y_h = y_h + ret.steps_between
 
             def entropy_loss_fn(params):
-                q_e = nets.entropy_critics(params, obs, action)
-                return losses.entropy_critic_loss(q_e, y_e), q_e
+                q_e, horizon = nets.entropy_critics_and_horizon(params, obs, action)
+                loss = losses.entropy_critic_loss(q_e, y_e)
+                if horizon is not None:
+                    loss = loss + losses.entropy_critic_loss(horizon, y_h)
+                return loss, q_e
 
             (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(state.entropy_critic_params)
             entropy_params, entropy_opt = _adam_step(
@@ -201,8 +227,8 @@ class Learner:
             metrics.update(actor_metrics)
         return new, metrics
 
-    def _returns(self, state: LearnerState, batch: Transition | Steps, key: jax.Array):
-        """(obs, action, reward, next_obs, discount, entropy_between) of a replay sample, obs not normalised.
+    def _returns(self, state: LearnerState, batch: Transition | Steps, key: jax.Array) -> Returns:
+        """The critic targets' inputs from a replay sample (`Returns`).
 
         One step (a `Transition`): the scaled reward and gamma (1 - terminated); truncation keeps its bootstrap
         (spec §2.7). n steps (`Steps`, m of them included): reward = scale * sum_{k<m} gamma^k r_k, the bootstrap
@@ -213,7 +239,8 @@ class Learner:
         hp = state.hyperparams
         if isinstance(batch, Transition):
             discount = hp.gamma * (1.0 - batch.terminated)
-            return batch.obs, batch.action, batch.reward * hp.reward_scale, batch.next_obs, discount, None
+            reward = batch.reward * hp.reward_scale
+            return Returns(batch.obs, batch.action, reward, batch.next_obs, discount, None, None)
         rows, included = batch.rows, batch.included  # [n, B, ...], [n, B]
         powers = hp.gamma ** jnp.arange(included.shape[0], dtype=jnp.float32)[:, None]  # [n, 1]
         reward = hp.reward_scale * jnp.sum(included * powers * rows.reward, axis=0)
@@ -227,7 +254,10 @@ class Learner:
             state.actor_target_params, state, self.normalize(state, rows.obs[1:]), key
         )  # [n - 1, B]
         entropy_between = jnp.sum(included[1:] * powers[1:] * -between_log_prob, axis=0)
-        return rows.obs[0], rows.action[0], reward, at_last(rows.next_obs), discount, entropy_between
+        steps_between = jnp.sum(included[1:] * powers[1:], axis=0)
+        return Returns(
+            rows.obs[0], rows.action[0], reward, at_last(rows.next_obs), discount, entropy_between, steps_between
+        )
 
     def _actor_temperature_targets(self, old, new, obs, key, alpha):
         """PIM + TUP from the pre-update state `old`, applied to `new`; then Polyak (spec §3.3)."""
@@ -237,15 +267,19 @@ class Learner:
         def actor_loss_fn(actor_params):
             action, log_prob = self.sample_action(actor_params, old, obs, key)
             q_r, _ = nets.reward_critics(old.reward_critic_params, obs, action)
-            q_e = None
+            q_e = horizon = None
             if self.uses_entropy_critic:
-                q_e = jnp.min(nets.entropy_critics(old.entropy_critic_params, obs, action), axis=0)
-            return losses.actor_loss(log_prob, q_r, q_e, alpha), (log_prob, q_e)
+                q_e, horizon = nets.entropy_critics_and_horizon(old.entropy_critic_params, obs, action)
+                q_e = jnp.min(q_e, axis=0)
+            return losses.actor_loss(log_prob, q_r, q_e, alpha), (log_prob, q_e, horizon)
 
-        (loss_pi, (log_prob, q_e)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(old.actor_params)
+        (loss_pi, (log_prob, q_e, horizon)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(old.actor_params)
         h0 = -hp.action_dim
         if self.algo == "dsac-e":
-            budget = losses.entropy_budget(hp.rho, hp.action_dim, hp.gamma)
+            if horizon is None:
+                budget = losses.entropy_budget(hp.rho, hp.action_dim, hp.gamma)
+            else:  # per sample: rho H0 over the (discounted) steps still to come at (s, a)
+                budget = losses.entropy_budget_lived(hp.rho, hp.action_dim, jnp.min(horizon, axis=0))
             temp_loss_fn = lambda la: losses.temperature_loss_trajectory(la, log_prob, q_e, budget)  # noqa: E731
         else:
             temp_loss_fn = lambda la: losses.temperature_loss_per_step(la, log_prob, h0)  # noqa: E731
@@ -276,7 +310,9 @@ class Learner:
         if self.uses_entropy_critic:
             metrics["train/trajectory_entropy"] = jnp.mean(-log_prob + q_e)
         if self.algo == "dsac-e":
-            metrics["train/entropy_budget"] = budget
+            metrics["train/entropy_budget"] = jnp.mean(budget)
+            if horizon is not None:
+                metrics["diag/horizon"] = jnp.mean(horizon)
         else:
             metrics["train/target_entropy"] = h0
         return new, metrics

@@ -18,6 +18,18 @@ def entropy_budget(rho: jax.Array, action_dim: jax.Array, gamma: jax.Array) -> j
     return rho * (-action_dim) / (1.0 - gamma)
 
 
+def entropy_budget_lived(rho: jax.Array, action_dim: jax.Array, horizon: jax.Array) -> jax.Array:
+    """H_budget(s, a) = rho * H0 * (1 + D(s, a)), D = E[sum_{t>=1} gamma^t 1{alive at t}]: §3.2's budget counted
+    over the steps the episode still lives (`--budget-horizon lived`, docs/decisions.md). Without termination
+    D = gamma / (1 - gamma) and this is `entropy_budget`. `horizon` is detached: no gradient reaches D."""
+    return rho * (-action_dim) * (1.0 + sg(horizon))
+
+
+def horizon_target(horizon_next: jax.Array, discount: jax.Array) -> jax.Array:
+    """y_D = gamma (1 - d) (1 + Dbar(s', a')): D counts the discounted steps after this one, like Q_e (A1)."""
+    return sg(discount * (1.0 + horizon_next))
+
+
 def update_critic_std_running_mean(running_mean: jax.Array, batch_std: jax.Array, tau: jax.Array) -> jax.Array:
     """sigma_bar <- (1 - tau) sigma_bar + tau * mean_batch(sigma) per critic (spec §2.3).
 

@@ -68,16 +68,20 @@ class RewardCritic(nn.Module):
 
 
 class EntropyCritic(nn.Module):
-    """[obs, act] -> Q_e, the discounted entropy still to come after this step (spec §3.2, A1)."""
+    """[obs, act] -> (Q_e, D): Q_e the discounted entropy still to come after this step (spec §3.2, A1); with
+    `horizon`, a second head D = E[sum_{t>=1} gamma^t 1{alive at t}], the discounted steps still to come, for the
+    budget over the steps an episode lives (`--budget-horizon episode`); else D is None."""
 
     hidden_sizes: Sequence[int]
     activation: Activation = GELU
     layer_norm: bool = False
+    horizon: bool = False
 
     @nn.compact
-    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+    def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         x = jnp.concatenate([obs, action], axis=-1)
-        return MLP(self.hidden_sizes, 1, self.activation, self.layer_norm)(x)[..., 0]
+        out = MLP(self.hidden_sizes, 2 if self.horizon else 1, self.activation, self.layer_norm)(x)
+        return out[..., 0], out[..., 1] if self.horizon else None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,10 @@ class Networks:
 
     def entropy_critics(self, params: Params, obs: jax.Array, action: jax.Array) -> jax.Array:
         """Q_e of every entropy critic [n, B]."""
+        return self.entropy_critics_and_horizon(params, obs, action)[0]
+
+    def entropy_critics_and_horizon(self, params: Params, obs: jax.Array, action: jax.Array):
+        """(Q_e [n, B], D [n, B] or None) of every entropy critic."""
         return jax.vmap(self.entropy_critic.apply, in_axes=(0, None, None))(params, obs, action)
 
 
@@ -116,11 +124,12 @@ def make_networks(
     twin_entropy_critic: bool,
     activation: Activation = GELU,
     critic_layer_norm: bool = False,
+    horizon: bool = False,
 ) -> Networks:
     hidden = tuple(hidden_sizes)
     return Networks(
         actor=Actor(hidden, action_dim, activation),
         reward_critic=RewardCritic(hidden, activation, critic_layer_norm),
-        entropy_critic=EntropyCritic(hidden, activation, critic_layer_norm),
+        entropy_critic=EntropyCritic(hidden, activation, critic_layer_norm, horizon),
         num_entropy_critics=2 if twin_entropy_critic else 1,
     )

@@ -73,7 +73,8 @@ def _steps(seed: int, n: int, included) -> Steps:
 
 def test_n_step_return_and_bootstrap_match_a_hand_computation():
     """reward = scale * sum_{k<m} gamma^k r_k, discount = gamma^m (1 - terminated_{m-1}), bootstrap from
-    next_obs_{m-1}, entropy between = sum_{0<k<m} gamma^k (-log pi_target(s_k)), for m = 1 .. 3 included steps."""
+    next_obs_{m-1}, entropy between = sum_{0<k<m} gamma^k (-log pi_target(s_k)) and the horizon head's steps
+    between = sum_{0<k<m} gamma^k, for m = 1 .. 3 included steps."""
     n, gamma, scale = 3, 0.9, 0.5
     included = np.array([[1] * B, [1, 1, 1, 0, 1, 0, 1, 1], [1, 0, 1, 0, 0, 0, 1, 0]], np.float32)
     batch = _steps(0, n, included)
@@ -81,9 +82,9 @@ def test_n_step_return_and_bootstrap_match_a_hand_computation():
     hp = Config(gamma=gamma, reward_scale=scale).hyperparams(ACT_DIM)
     state = learner.init(jax.random.PRNGKey(0), OBS_DIM, hp)
     key = jax.random.PRNGKey(7)
-    obs, action, reward, next_obs, discount, between = jax.jit(learner._returns, compiler_options=OPTS)(
-        state, batch, key
-    )
+    ret = jax.jit(learner._returns, compiler_options=OPTS)(state, batch, key)
+    obs, action, reward, next_obs, discount = ret.obs, ret.action, ret.reward, ret.next_obs, ret.discount
+    between, steps_between = ret.entropy_between, ret.steps_between
     _, log_prob = learner.sample_action(state.actor_target_params, state, batch.rows.obs[1:], key)
     r, term = np.asarray(batch.rows.reward), np.asarray(batch.rows.terminated)
     lp = np.asarray(log_prob)
@@ -93,6 +94,7 @@ def test_n_step_return_and_bootstrap_match_a_hand_computation():
         np.testing.assert_allclose(discount[b], gamma**m * (1 - term[m - 1, b]), rtol=1e-6)
         np.testing.assert_array_equal(next_obs[b], batch.rows.next_obs[m - 1, b])
         np.testing.assert_allclose(between[b], sum(-(gamma**k) * lp[k - 1, b] for k in range(1, m)), atol=1e-5)
+        np.testing.assert_allclose(steps_between[b], sum(gamma**k for k in range(1, m)), atol=1e-6)
     np.testing.assert_array_equal(obs, batch.rows.obs[0])
     np.testing.assert_array_equal(action, batch.rows.action[0])
 
@@ -107,22 +109,25 @@ def test_one_included_step_updates_exactly_as_a_one_step_batch(algo):
     update = jax.jit(learner.update, static_argnames="update_actor", compiler_options=OPTS)
     a, ma = update(state, steps, jax.random.PRNGKey(2), update_actor=True)
     b, mb = update(state, one, jax.random.PRNGKey(2), update_actor=True)
+    assert float(ma.pop("diag/n_step_mean")) == 1.0  # the one metric only sequences report
     for x, y in zip(jax.tree.leaves((a, ma)), jax.tree.leaves((b, mb)), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_n_step_critics_keep_their_one_step_fixed_points():
-    """One state, reward 1, never terminating, fixed policy, n = 3: Q_r -> 1 / (1 - gamma) and Q_e -> gamma H /
-    (1 - gamma), as with one step (a discount of gamma instead of gamma^3 would give other fixed points)."""
+    """One state, reward 1, never terminating, fixed policy, n = 3: Q_r -> 1 / (1 - gamma), Q_e -> gamma H /
+    (1 - gamma) and the lived budget's horizon D -> gamma / (1 - gamma), as with one step (a discount of gamma
+    instead of gamma^3 would give other fixed points)."""
     gamma, n = 0.6, 3
-    learner = Learner(NETS, "dsac-e", "nll", False)
+    nets = make_networks(ACT_DIM, (16, 16), twin_entropy_critic=False, horizon=True)
+    learner = Learner(nets, "dsac-e", "nll", False)
     hp = Config(gamma=gamma, tau=1.0, entropy_critic_tau=1.0, actor_lr=0.0, alpha_lr=0.0, critic_lr=1e-2).hyperparams(
         ACT_DIM
     )
     state = learner.init(jax.random.PRNGKey(3), OBS_DIM, hp)
     rows = Transition(
         obs=jnp.zeros((n, B, OBS_DIM)),
-        action=jnp.zeros((n, B, ACT_DIM)),
+        action=jax.random.uniform(jax.random.PRNGKey(4), (n, B, ACT_DIM), minval=-1.0, maxval=1.0),
         reward=jnp.ones((n, B)),
         next_obs=jnp.zeros((n, B, OBS_DIM)),
         terminated=jnp.zeros((n, B)),
@@ -130,16 +135,18 @@ def test_n_step_critics_keep_their_one_step_fixed_points():
     )
     batch = Steps(rows=rows, included=jnp.ones((n, B)))
     update = jax.jit(learner.update, static_argnames="update_actor", compiler_options=OPTS)
-    q_r, q_e, h = [], [], []
+    q_r, q_e, h, d = [], [], [], []
     for i in range(1500):
         state, m = update(state, batch, jax.random.PRNGKey(i), update_actor=True)
         q_r.append(float(m["train/q_r"]))
         q_e.append(float(m["train/q_e"]))
         h.append(float(m["train/policy_entropy"]))
+        d.append(float(m["diag/horizon"]))
     entropy = np.mean(h)  # the fixed policy's entropy at this state (single-sample estimates, averaged)
     np.testing.assert_allclose(np.mean(q_r[-500:]), 1.0 / (1.0 - gamma), rtol=0.03)
     want = gamma * entropy / (1.0 - gamma)
     assert abs(np.mean(q_e[-500:]) - want) < 0.05 * abs(want) + 0.1, (np.mean(q_e[-500:]), want)
+    np.testing.assert_allclose(np.mean(d[-500:]), gamma / (1.0 - gamma), rtol=0.03)
 
 
 def test_the_loop_trains_on_n_step_sequences(tiny_config):

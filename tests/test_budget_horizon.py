@@ -1,0 +1,105 @@
+"""`--budget-horizon lived`: dsac-e's entropy budget over the steps an episode still lives (docs/decisions.md).
+
+The entropy critic's second head D learns E[sum_{t>=1} gamma^t 1{alive at t}]; the temperature compares the
+trajectory entropy with rho H0 (1 + D(s, a)) instead of rho H0 / (1 - gamma). Checked against a hand computation,
+at its fixed points (D = gamma / (1 - gamma) without termination, where the budget is the paper's; 0 when every
+step terminates), and wired only where it means something (dsac-e).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from mjx_tecrl.config import Config, ConfigError, make_config, validate
+from mjx_tecrl.learner import Learner
+from mjx_tecrl.networks import make_networks
+from mjx_tecrl.types import Transition
+
+OPTS = {"xla_backend_optimization_level": 0}
+OBS_DIM, ACT_DIM, B = 3, 2, 8
+NETS = make_networks(ACT_DIM, (16, 16), twin_entropy_critic=False, horizon=True)
+LEARNER = Learner(NETS, "dsac-e", "nll", False)
+UPDATE = jax.jit(LEARNER.update, static_argnames="update_actor", compiler_options=OPTS)
+HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+
+
+def _state(**overrides):
+    return LEARNER.init(jax.random.PRNGKey(0), OBS_DIM, Config(**overrides).hyperparams(ACT_DIM))
+
+
+def _batch(seed, terminated, obs=None):
+    rng = np.random.default_rng(seed)
+    f = lambda x: np.asarray(x, np.float32)  # noqa: E731
+    return Transition(
+        obs=f(rng.normal(size=(B, OBS_DIM)) if obs is None else obs),
+        action=f(np.tanh(rng.normal(size=(B, ACT_DIM)))),
+        reward=f(rng.normal(size=B)),
+        next_obs=f(rng.normal(size=(B, OBS_DIM)) if obs is None else obs),
+        terminated=f(np.broadcast_to(terminated, (B,))),
+        truncated=np.zeros(B, np.float32),
+    )
+
+
+def _sample(actor_params, obs, k):
+    mean, log_std = (np.asarray(x, np.float64) for x in NETS.actor.apply(actor_params, obs))
+    eps = np.asarray(jax.random.normal(k, mean.shape), np.float64)
+    u = mean + np.exp(log_std) * eps
+    return np.tanh(u).astype(np.float32), np.sum(
+        -0.5 * eps**2 - log_std - HALF_LOG_2PI - np.log1p(-(np.tanh(u) ** 2)), axis=-1
+    )
+
+
+def test_lived_budget_losses_match_a_hand_computation():
+    state = _state(gamma=0.9, rho=2.0, init_log_alpha=0.3)
+    target = jax.tree.map(lambda x: x + 0.1 * np.random.default_rng(5).normal(size=x.shape).astype(np.float32),
+                          state.entropy_critic_target_params)  # fmt: skip
+    state = state.replace(entropy_critic_target_params=target)
+    batch = _batch(1, terminated=(0, 0, 1, 0, 0, 1, 0, 0))
+    k = jax.random.PRNGKey(9)
+    _, m = UPDATE(state, batch, k, update_actor=True)
+
+    k_next, _, k_new = jax.random.split(k, 3)
+    gamma, rho = 0.9, 2.0
+    disc = gamma * (1.0 - np.asarray(batch.terminated, np.float64))
+    a2, lp2 = _sample(state.actor_target_params, batch.next_obs, k_next)
+    q_e_next, d_next = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
+        state.entropy_critic_target_params, batch.next_obs, a2))  # fmt: skip
+    q_e, d = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
+        state.entropy_critic_params, batch.obs, batch.action))  # fmt: skip
+    want_loss = np.mean((q_e - disc * (-lp2 + q_e_next)) ** 2) + np.mean((d - disc * (1.0 + d_next)) ** 2)
+    a_new, lp = _sample(state.actor_params, batch.obs, k_new)
+    q_e_new, d_new = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
+        state.entropy_critic_params, batch.obs, a_new))  # fmt: skip
+    budget = rho * -ACT_DIM * (1.0 + d_new)
+    want_temp = 0.3 * np.mean(-lp + q_e_new - budget)
+    for name, want in (("train/loss_entropy_critic", want_loss), ("train/loss_temperature", want_temp),
+                       ("train/entropy_budget", np.mean(budget)), ("diag/horizon", np.mean(d_new))):  # fmt: skip
+        assert abs(float(m[name]) - want) <= 2e-4 * abs(want) + 2e-4, (name, float(m[name]), want)
+
+
+@pytest.mark.parametrize("terminated, horizon", [(0.0, 0.6 / 0.4), (1.0, 0.0)], ids=["never", "every step"])
+def test_horizon_head_converges_to_the_discounted_steps_still_to_come(terminated, horizon):
+    """One state, gamma 0.6: D -> gamma / (1 - gamma) without termination (so the budget is rho H0 / (1 - gamma),
+    the paper's), D -> 0 when every step terminates (the budget of the step itself, rho H0)."""
+    state = _state(gamma=0.6, tau=1.0, entropy_critic_tau=1.0, actor_lr=0.0, alpha_lr=0.0, critic_lr=1e-2)
+    batch = _batch(2, terminated=terminated, obs=np.zeros((B, OBS_DIM)))
+    d, budget = [], []
+    for i in range(1200):
+        state, m = UPDATE(state, batch, jax.random.PRNGKey(i), update_actor=True)
+        d.append(float(m["diag/horizon"]))  # D at fresh actions: the temperature's budget uses these
+        budget.append(float(m["train/entropy_budget"]))
+    # Adam at lr 1e-2 keeps the head moving by a few percent: average the tail (as the Q_e fixed-point test)
+    assert abs(np.mean(d[-500:]) - horizon) < 0.03 * horizon + 0.01, np.mean(d[-500:])
+    want_budget = 1.0 * -ACT_DIM * (1.0 + horizon)
+    assert abs(np.mean(budget[-500:]) - want_budget) < 0.03 * abs(want_budget), np.mean(budget[-500:])
+
+
+def test_lived_budget_builds_the_head_for_dsac_e_only_and_refuses_unknown_values():
+    for algo in ("dsac-e", "dsac-e-no-tec", "dsac-t", "sac"):
+        learner = Learner.from_config(Config(algo=algo, budget_horizon="lived"), ACT_DIM)
+        assert learner.networks.entropy_critic.horizon is (algo == "dsac-e")
+    assert Learner.from_config(Config(algo="dsac-e"), ACT_DIM).networks.entropy_critic.horizon is False
+    with pytest.raises(ConfigError, match="--budget-horizon 'episode' is unknown; allowed: discounted, lived"):
+        validate(make_config(env="hopper", budget_horizon="episode"))
