@@ -59,14 +59,16 @@ def test_dsac_e_learns_halfcheetah(tmp_path):
     but for a smaller budget and network: 25k env steps, 5k of them random, 2 x 128 networks at lr 1e-3, and a
     lower initial temperature (alpha0 0.135), so that it learns within a few minutes on a CPU. Seed 0.
 
-    A random policy scores about -280 per 1000 steps. Measured on the loaded 2-core CPU (seed 0): -196, -237, 901,
-    1190, 987 at 10k, 15k, 20k, 25k and 25,024 env steps (the budget's last iteration); 475 s, under a load of 4.
+    A random policy scores about -280 per 1000 steps. Measured on the loaded 2-core CPU (seed 0), with the preset's
+    LayerNorm critics and lived entropy budget: 159, 723, 568, 760, 813 at 10k, 15k, 20k, 25k and 25,024 env steps
+    (the budget's last iteration); 328 s, 94 s of it compiling. (Without LayerNorm: -196, -237, 901, 1190, 987.)
+    The first evaluation comes 5k updates in, so learning has begun by then: the test asks for a gain over it.
     """
     result = _train(tmp_path, *HALFCHEETAH)
     s = result["summary"]
     assert s["env"] == "halfcheetah" and 25000 <= s["env_steps"] < 25000 + 32  # within one iteration of the budget
-    assert result["returns"][0] < 0.0  # the first evaluation (10k env steps) has not learned to run yet
-    assert s["best_eval_return"] >= 400.0, result["returns"]
+    assert s["best_eval_return"] >= 400.0, result["returns"]  # random: -280; the seed measured 813
+    assert s["best_eval_return"] - result["returns"][0] >= 300.0, result["returns"]  # learned during the run
 
 
 @pytest.mark.slow
