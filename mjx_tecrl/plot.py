@@ -58,8 +58,13 @@ class Curve:
         values = self.metrics.get("train/target_entropy")
         if values is not None and np.isfinite(values).any():
             return float(values[np.isfinite(values)][-1])
-        budget = self.budget()
-        return budget * (1.0 - self.settings["gamma"]) / self.settings["rho"] if self.settings["rho"] else math.nan
+        budget, rho = self.budget(), self.settings["rho"]
+        if not rho:
+            return math.nan
+        horizon = self.metrics.get("diag/horizon")  # --budget-horizon lived: budget = rho * H0 * (1 + D)
+        if self.settings.get("budget_horizon") == "lived" and horizon is not None and np.isfinite(horizon).any():
+            return budget / (rho * (1.0 + float(horizon[np.isfinite(horizon)][-1])))
+        return budget * (1.0 - self.settings["gamma"]) / rho
 
 
 def read_metrics(path: str) -> dict[str, np.ndarray]:

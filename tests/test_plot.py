@@ -117,6 +117,10 @@ def test_budget_falls_back_to_rho_h0_over_one_minus_gamma():
     assert curve.budget() == pytest.approx(2.0 * -3.0 / 0.1)
     logged = plot.Curve("y", {"rho": 1.0, "gamma": 0.99}, {"train/entropy_budget": np.array([-100.0])})
     assert logged.budget() == -100.0 and logged.target_entropy() == pytest.approx(-1.0)
+    # the lived budget rho * H0 * (1 + D): H0 = -3 from a budget of -2 * 3 * (1 + 49) and D = 49
+    metrics = {"train/entropy_budget": np.array([-300.0]), "diag/horizon": np.array([40.0, 49.0])}
+    lived = plot.Curve("z", {"rho": 2.0, "gamma": 0.99, "budget_horizon": "lived"}, metrics)
+    assert lived.target_entropy() == pytest.approx(-3.0)
 
 
 def _pixels(path):
