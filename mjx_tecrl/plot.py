@@ -44,26 +44,33 @@ class Curve:
     settings: dict[str, Any]  # config.json, with a sweep member's hyperparameters and seed on top
     metrics: dict[str, np.ndarray]  # column -> values, one per evaluation
 
+    def last(self, name: str) -> float | None:
+        """The last finite value of a logged column, or None where it is absent or never finite."""
+        values = self.metrics.get(name)
+        if values is None or not np.isfinite(values).any():
+            return None
+        return float(values[np.isfinite(values)][-1])
+
     def budget(self) -> float:
         """The trajectory entropy budget: logged by dsac-e; else rho * H0 / (1 - gamma) from H0 (§3.2)."""
-        for name, scale in (("train/entropy_budget", 1.0), ("train/target_entropy", None)):
-            values = self.metrics.get(name)
-            if values is not None and np.isfinite(values).any():
-                last = float(values[np.isfinite(values)][-1])
-                return last if scale else self.settings["rho"] * last / (1.0 - self.settings["gamma"])
+        logged, h0 = self.last("train/entropy_budget"), self.last("train/target_entropy")
+        if logged is not None:
+            return logged
+        if h0 is not None:
+            return self.settings["rho"] * h0 / (1.0 - self.settings["gamma"])
         return math.nan
 
     def target_entropy(self) -> float:
         """H0 = -|A|: logged by the per-step variants; for dsac-e recovered from the budget."""
-        values = self.metrics.get("train/target_entropy")
-        if values is not None and np.isfinite(values).any():
-            return float(values[np.isfinite(values)][-1])
+        h0 = self.last("train/target_entropy")
+        if h0 is not None:
+            return h0
         budget, rho = self.budget(), self.settings["rho"]
         if not rho:
             return math.nan
-        horizon = self.metrics.get("diag/horizon")  # --budget-horizon lived: budget = rho * H0 * (1 + D)
-        if self.settings.get("budget_horizon") == "lived" and horizon is not None and np.isfinite(horizon).any():
-            return budget / (rho * (1.0 + float(horizon[np.isfinite(horizon)][-1])))
+        horizon = self.last("diag/horizon")  # --budget-horizon lived: budget = rho * H0 * (1 + D)
+        if self.settings.get("budget_horizon") == "lived" and horizon is not None:
+            return budget / (rho * (1.0 + horizon))
         return budget * (1.0 - self.settings["gamma"]) / rho
 
 
