@@ -92,6 +92,10 @@ def load_meta(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return payload, payload.get("meta", {})
 
 
+def _is_hyperparameter(path: str) -> bool:
+    return ".hyperparams." in path
+
+
 def restore(directory: str, template: Any, payload: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Load directory/latest.ckpt into the structure of `template`; returns (state, meta).
 
@@ -101,24 +105,34 @@ def restore(directory: str, template: Any, payload: dict[str, Any] | None = None
         payload, _ = load_meta(directory)
     meta = payload.get("meta", {})
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    saved = payload["leaves"]
-    if len(saved) != len(paths_leaves):
+    saved = dict(zip(payload["paths"], payload["leaves"], strict=True))
+    wanted = [jax.tree_util.keystr(path) for path, _ in paths_leaves]
+    # A traced hyperparameter added since the checkpoint was written takes the template's value (the run's config):
+    # the checkpoint's hyperparameters are its config's, which the caller built the template from.
+    added = [p for p in wanted if p not in saved and _is_hyperparameter(p)]
+    if len(saved) + len(added) != len(wanted):
         raise CheckpointError(
-            f"checkpoint holds {len(saved)} arrays but this configuration has {len(paths_leaves)}: "
+            f"checkpoint holds {len(saved)} arrays but this configuration has {len(wanted)}: "
             "it was written by a different env, algorithm or network size"
         )
     leaves = []
-    for (path, ref), rec, saved_path in zip(paths_leaves, saved, payload["paths"], strict=True):
-        if saved_path != jax.tree_util.keystr(path):  # same count and shapes is not enough: leaves would swap
+    for (_, ref), key in zip(paths_leaves, wanted, strict=True):
+        if key in added:  # a template from jax.eval_shape has no values: zeros (its reader takes the config's)
+            concrete = isinstance(ref, (np.ndarray, jax.Array))
+            leaves.append(np.asarray(ref) if concrete else np.zeros(ref.shape, ref.dtype))
+            continue
+        if key not in saved:
+            other = next(p for p in saved if p not in wanted)
             raise CheckpointError(
-                f"checkpoint array {saved_path} is where this configuration has {jax.tree_util.keystr(path)}: "
+                f"checkpoint array {other} has no place in this configuration, which has {key} instead: "
                 "the state structure differs (different algorithm or version)"
             )
+        rec = saved[key]
         shape, dtype = tuple(rec["shape"]), np.dtype(rec["dtype"])
         if shape != tuple(ref.shape) or dtype != np.dtype(ref.dtype):
             raise CheckpointError(
-                f"checkpoint array {saved_path} has shape {shape} {dtype}, this configuration expects "
-                f"{tuple(ref.shape)} {ref.dtype} at {jax.tree_util.keystr(path)}: different env or sizes"
+                f"checkpoint array {key} has shape {shape} {dtype}, this configuration expects "
+                f"{tuple(ref.shape)} {ref.dtype} at {key}: different env or sizes"
             )
         leaves.append(np.frombuffer(rec["data"], dtype=dtype).reshape(shape))
     return jax.tree_util.tree_unflatten(treedef, leaves), meta

@@ -18,6 +18,7 @@ ALGOS = ("dsac-e", "dsac-e-no-tec", "dsac-t", "sac")
 CRITIC_LOSSES = ("nll", "huber")
 BUDGET_HORIZONS = ("discounted", "lived")
 PHYSICS = ("faithful", "fast")  # mjx_tecrl.envs.gym_base.PHYSICS
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -57,12 +58,20 @@ class Config:
         "without bootstrap, a time-limit cut bootstraps from its true final observation",
     )
     buffer_size: int = _f(1_000_000, "replay capacity in transitions (rounded up to a multiple of num_envs)")
+    buffer_per_env: int = _f(
+        0, "replay capacity per environment: capacity = this x num_envs, in place of --buffer-size (0: off)"
+    )
     hidden_sizes: tuple[int, ...] = _f((256, 256, 256), "hidden layer widths of actor and critics")
     policy_delay: int = _f(2, "actor, temperature and target updates every this many updates (spec 2.6)")
     episode_length: int = _f(1000, "time limit in env steps; reaching it truncates (bootstrapped)")
     normalize_obs: bool = _f(False, "running observation normalisation (statistics are checkpointed)")
     critic_layer_norm: bool = _f(
         False, "LayerNorm before each hidden activation of the reward and entropy critics (not in the spec)"
+    )
+    actor_layer_norm: bool = _f(False, "LayerNorm before each hidden activation of the actor (not in the spec)")
+    matmul_dtype: str = _f(
+        "float32",
+        "dtype of the networks' matmuls: float32 or bfloat16 (parameters, optimiser, losses and replay stay float32)",
     )
     critic_loss: str = _f("nll", "reward critic loss: nll (2023 DSAC-T form) or huber (2025 variant)")
     twin_entropy_critic: bool = _f(False, "min over two entropy critics (spec A3; default off)")
@@ -85,6 +94,9 @@ class Config:
     actor_lr: float = _f(1e-4, "actor learning rate (Adam)")
     critic_lr: float = _f(1e-4, "reward and entropy critic learning rate (Adam)")
     alpha_lr: float = _f(3e-4, "temperature (log alpha) learning rate (Adam)")
+    weight_decay: float = _f(
+        0.0, "decoupled weight decay (AdamW) of the actor and critics, times their learning rate; 0: Adam (spec)"
+    )
     rho: float = _f(1.0, "trajectory entropy budget scale: H_budget = rho * H0 / (1 - gamma)")
     init_log_alpha: float = _f(1.0, "initial log temperature")
     reward_scale: float = _f(1.0, "multiplier on rewards before learning")
@@ -130,8 +142,21 @@ class Config:
 
     @property
     def buffer_capacity(self) -> int:
-        """Replay capacity rounded up to a multiple of num_envs, so one insert never wraps."""
-        return -(-self.buffer_size // self.num_envs) * self.num_envs
+        """Replay capacity, a multiple of num_envs so that one insert never wraps (`capacity_at`)."""
+        return self.capacity_at(self.num_envs)
+
+    def capacity_at(self, num_envs: int) -> int:
+        """The capacity at `num_envs` envs: buffer_per_env rows each, else buffer_size rounded up to a multiple."""
+        if self.buffer_per_env:
+            return self.buffer_per_env * num_envs
+        return -(-self.buffer_size // num_envs) * num_envs
+
+    def buffer_flag(self, capacity: int | None = None) -> str:
+        """The flag that sets the capacity, with its value for `capacity` rows (default: this config's)."""
+        rows = self.buffer_capacity if capacity is None else capacity
+        if self.buffer_per_env:
+            return f"--buffer-per-env {rows // self.num_envs}"
+        return f"--buffer-size {self.buffer_size if capacity is None else rows}"
 
     @property
     def updates_per_iter(self) -> int:
@@ -147,7 +172,7 @@ class Config:
 
 HYPERPARAM_NAMES = (
     "gamma", "tau", "entropy_critic_tau", "actor_lr", "critic_lr", "alpha_lr", "rho",
-    "init_log_alpha", "reward_scale", "xi", "epsilon",
+    "init_log_alpha", "reward_scale", "xi", "epsilon", "weight_decay",
 )  # fmt: skip
 
 
@@ -166,6 +191,7 @@ class Hyperparams:
     reward_scale: jnp.ndarray
     xi: jnp.ndarray
     epsilon: jnp.ndarray
+    weight_decay: jnp.ndarray
     action_dim: jnp.ndarray  # |A| as a float, so H0 = -|A| is computed in-graph
 
 
@@ -182,6 +208,8 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(f"--budget-horizon {c.budget_horizon!r} is unknown; allowed: {', '.join(BUDGET_HORIZONS)}")
     if c.physics not in PHYSICS:
         raise ConfigError(f"--physics {c.physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
+    if c.matmul_dtype not in MATMUL_DTYPES:
+        raise ConfigError(f"--matmul-dtype {c.matmul_dtype!r} is unknown; allowed: {', '.join(MATMUL_DTYPES)}")
     if c.preset not in ("tuned", "paper"):
         raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: tuned, paper")
     for name in ("num_envs", "total_steps", "batch_size", "buffer_size", "n_step",
@@ -189,7 +217,7 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         v = getattr(c, name)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"--{_flag(name)} {v!r} must be a positive integer")
-    for name in ("learning_starts", "checkpoint_every", "seed"):
+    for name in ("learning_starts", "checkpoint_every", "seed", "buffer_per_env"):
         v = getattr(c, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ConfigError(f"--{_flag(name)} {v!r} must be a non-negative integer")
@@ -205,7 +233,7 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
     if c.num_envs % device_count:
         raise ConfigError(f"--num-envs {c.num_envs} is not divisible by the device count {device_count}")
     if c.batch_size > c.buffer_capacity:
-        raise ConfigError(f"--batch-size {c.batch_size} is larger than --buffer-size {c.buffer_size}")
+        raise ConfigError(f"--batch-size {c.batch_size} is larger than the replay capacity {c.buffer_flag()}")
     ups = c.updates_per_step
     if not isinstance(ups, (int, float)) or isinstance(ups, bool) or not math.isfinite(ups) or ups <= 0:
         raise ConfigError(f"--updates-per-step {ups!r} must be a positive number")
@@ -223,14 +251,18 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
     if c.n_step * c.num_envs > c.buffer_capacity:
         raise ConfigError(
             f"--n-step {c.n_step} needs {c.n_step} inserts of --num-envs {c.num_envs} rows in the buffer; "
-            f"--buffer-size {c.buffer_size} holds {c.buffer_capacity // c.num_envs}"
+            f"{c.buffer_flag()} holds {c.buffer_capacity // c.num_envs}"
         )
     if max(c.learning_starts, c.batch_size) > c.buffer_capacity:
-        raise ConfigError(f"--learning-starts {c.learning_starts} exceeds the buffer capacity {c.buffer_capacity}")
+        raise ConfigError(
+            f"--learning-starts {c.learning_starts} exceeds the buffer capacity {c.buffer_capacity} ({c.buffer_flag()})"
+        )
     for name in HYPERPARAM_NAMES:
         v = getattr(c, name)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise ConfigError(f"--{_flag(name)} {v!r} must be a finite number")
+    if c.weight_decay < 0:
+        raise ConfigError(f"--weight-decay {c.weight_decay} must be non-negative")
     if not 0.0 < c.gamma < 1.0:
         raise ConfigError(f"--gamma {c.gamma} must lie in (0, 1)")
     for name in ("tau", "entropy_critic_tau"):

@@ -53,10 +53,11 @@ class Returns:
     steps_between: jax.Array | None  # sum_{0<k<m} gamma^k: the horizon head's share of those steps
 
 
-def _adam_step(params, grads, opt_state, lr):
-    """One Adam step with a traced learning rate."""
+def _adam_step(params, grads, opt_state, lr, weight_decay=0.0):
+    """One Adam step with a traced learning rate; with `weight_decay`, AdamW's decoupled decay
+    p <- p - lr (adam_direction + weight_decay p) (Loshchilov & Hutter; PyTorch's AdamW)."""
     direction, opt_state = _adam.update(grads, opt_state)
-    return jax.tree.map(lambda p, d: p - lr * d, params, direction), opt_state
+    return jax.tree.map(lambda p, d: p - lr * (d + weight_decay * p), params, direction), opt_state
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Learner:
             config.twin_entropy_critic,
             critic_layer_norm=config.critic_layer_norm,
             horizon=config.algo == "dsac-e" and config.budget_horizon == "lived",
+            actor_layer_norm=config.actor_layer_norm,
+            matmul_dtype=config.matmul_dtype,
         )
         return cls(nets, config.algo, config.critic_loss, config.normalize_obs)
 
@@ -174,7 +177,7 @@ class Learner:
             state.reward_critic_params
         )
         reward_params, reward_opt = _adam_step(
-            state.reward_critic_params, grad_r, state.reward_critic_opt_state, hp.critic_lr
+            state.reward_critic_params, grad_r, state.reward_critic_opt_state, hp.critic_lr, hp.weight_decay
         )
         new = state.replace(
             reward_critic_params=reward_params,
@@ -215,7 +218,7 @@ class Learner:
 
             (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(state.entropy_critic_params)
             entropy_params, entropy_opt = _adam_step(
-                state.entropy_critic_params, grad_e, state.entropy_critic_opt_state, hp.critic_lr
+                state.entropy_critic_params, grad_e, state.entropy_critic_opt_state, hp.critic_lr, hp.weight_decay
             )
             new = new.replace(entropy_critic_params=entropy_params, entropy_critic_opt_state=entropy_opt)
             metrics["train/loss_entropy_critic"] = loss_e
@@ -285,7 +288,9 @@ class Learner:
             temp_loss_fn = lambda la: losses.temperature_loss_per_step(la, log_prob, h0)  # noqa: E731
         loss_alpha, grad_alpha = jax.value_and_grad(temp_loss_fn)(old.log_alpha)
 
-        actor_params, actor_opt = _adam_step(old.actor_params, grad_pi, old.actor_opt_state, hp.actor_lr)
+        actor_params, actor_opt = _adam_step(
+            old.actor_params, grad_pi, old.actor_opt_state, hp.actor_lr, hp.weight_decay
+        )
         log_alpha, temp_opt = _adam_step(old.log_alpha, grad_alpha, old.temperature_opt_state, hp.alpha_lr)
         new = new.replace(
             actor_params=actor_params,

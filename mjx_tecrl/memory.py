@@ -147,13 +147,13 @@ def check(
             rows = rows // config.num_envs * config.num_envs
             if rows >= max(config.batch_size, config.learning_starts, 1):
                 also = " or --no-checkpoint-buffer" if pool.endswith("checkpoint copies") else ""
-                raise ConfigError(f"--buffer-size {config.buffer_size}: {head}; --buffer-size {rows} would fit{also}")
+                raise ConfigError(f"{config.buffer_flag()}: {head}; {config.buffer_flag(rows)} would fit{also}")
         envs = _envs_that_fit(config, est, budget, f_state, f_replay)
         if 1 <= envs < config.num_envs:
             raise ConfigError(f"--num-envs {config.num_envs}: {head}; --num-envs {envs} would fit")
+        flag = config.buffer_flag()
         raise ConfigError(
-            f"--buffer-size {config.buffer_size} with --num-envs {config.num_envs}: {head}; lower --buffer-size, "
-            "--num-envs or --hidden-sizes"
+            f"{flag} with --num-envs {config.num_envs}: {head}; lower {flag.split()[0]}, --num-envs or --hidden-sizes"
         )
 
 
@@ -161,7 +161,7 @@ def _envs_that_fit(config: Config, est: Estimate, budget: float, f_state: int, f
     """The largest num_envs whose state fits `budget` (the buffer's capacity rounds up to a multiple of it)."""
 
     def need(n: int) -> float:
-        capacity = -(-config.buffer_size // n) * n
+        capacity = config.capacity_at(n)
         env = est.env_per_instance * (n + config.num_eval_envs)
         return f_state * (env + est.learner) + f_replay * est.replay_row * capacity
 

@@ -21,23 +21,25 @@ GELU: Activation = functools.partial(nn.gelu, approximate=False)  # exact (erf),
 class MLP(nn.Module):
     """GELU hidden layers, linear output (spec §2.8). `activation` is for measurements (bench/), not a flag.
 
-    `layer_norm` puts a LayerNorm between each hidden Dense and its activation (not in the spec; the critics'
-    `--critic-layer-norm`, docs/decisions.md).
+    `layer_norm` puts a LayerNorm between each hidden Dense and its activation (not in the spec;
+    `--critic-layer-norm`, `--actor-layer-norm`, docs/decisions.md). `dtype` is the computation's
+    (`--matmul-dtype`): parameters stay float32 and the output is float32.
     """
 
     hidden_sizes: Sequence[int]
     out_size: int
     activation: Activation = GELU
     layer_norm: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden_sizes:
-            x = nn.Dense(width)(x)
+            x = nn.Dense(width, dtype=self.dtype)(x)
             if self.layer_norm:
-                x = nn.LayerNorm()(x)
+                x = nn.LayerNorm(dtype=self.dtype)(x)
             x = self.activation(x)
-        return nn.Dense(self.out_size)(x)
+        return nn.Dense(self.out_size, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class Actor(nn.Module):
@@ -46,10 +48,12 @@ class Actor(nn.Module):
     hidden_sizes: Sequence[int]
     action_dim: int
     activation: Activation = GELU
+    layer_norm: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = MLP(self.hidden_sizes, 2 * self.action_dim, self.activation)(obs)
+        out = MLP(self.hidden_sizes, 2 * self.action_dim, self.activation, self.layer_norm, self.dtype)(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
 
@@ -60,10 +64,12 @@ class RewardCritic(nn.Module):
     hidden_sizes: Sequence[int]
     activation: Activation = GELU
     layer_norm: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = MLP(self.hidden_sizes, 2, self.activation, self.layer_norm)(jnp.concatenate([obs, action], axis=-1))
+        x = jnp.concatenate([obs, action], axis=-1)
+        out = MLP(self.hidden_sizes, 2, self.activation, self.layer_norm, self.dtype)(x)
         return out[..., 0], jax.nn.softplus(out[..., 1])
 
 
@@ -76,11 +82,12 @@ class EntropyCritic(nn.Module):
     activation: Activation = GELU
     layer_norm: bool = False
     horizon: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         x = jnp.concatenate([obs, action], axis=-1)
-        out = MLP(self.hidden_sizes, 2 if self.horizon else 1, self.activation, self.layer_norm)(x)
+        out = MLP(self.hidden_sizes, 2 if self.horizon else 1, self.activation, self.layer_norm, self.dtype)(x)
         return out[..., 0], out[..., 1] if self.horizon else None
 
 
@@ -125,11 +132,13 @@ def make_networks(
     activation: Activation = GELU,
     critic_layer_norm: bool = False,
     horizon: bool = False,
+    actor_layer_norm: bool = False,
+    matmul_dtype: str = "float32",
 ) -> Networks:
-    hidden = tuple(hidden_sizes)
+    hidden, dtype = tuple(hidden_sizes), jnp.dtype(matmul_dtype)
     return Networks(
-        actor=Actor(hidden, action_dim, activation),
-        reward_critic=RewardCritic(hidden, activation, critic_layer_norm),
-        entropy_critic=EntropyCritic(hidden, activation, critic_layer_norm, horizon),
+        actor=Actor(hidden, action_dim, activation, actor_layer_norm, dtype),
+        reward_critic=RewardCritic(hidden, activation, critic_layer_norm, dtype),
+        entropy_critic=EntropyCritic(hidden, activation, critic_layer_norm, horizon, dtype),
         num_entropy_critics=2 if twin_entropy_critic else 1,
     )

@@ -167,6 +167,35 @@ def test_state_with_more_or_fewer_arrays_is_refused(tmp_path):
         checkpoint.restore(str(tmp_path), fewer)
 
 
+@struct.dataclass
+class _WithHyperparams:
+    w: jax.Array
+    hyperparams: object
+
+
+def test_a_hyperparameter_added_since_the_checkpoint_takes_the_templates_value(tmp_path):
+    """A checkpoint from before a traced hyperparameter existed (e.g. weight_decay) still resumes: that leaf takes
+    the value of the template, which the caller built from the run's config; every other leaf is the saved one.
+    Only hyperparameters are filled in: any other missing array is refused (the test above)."""
+    from mjx_tecrl.config import Config
+
+    old_hp = {"gamma": jnp.asarray(0.5, jnp.float32)}
+    checkpoint.save(str(tmp_path), _WithHyperparams(jnp.arange(3.0), Config(gamma=0.5).hyperparams(2)), {})
+    path = tmp_path / LATEST
+    payload = msgpack.unpackb(path.read_bytes(), raw=False)
+    i = payload["paths"].index(".hyperparams.weight_decay")  # as if written before weight_decay existed
+    del payload["paths"][i], payload["leaves"][i]
+    path.write_bytes(msgpack.packb(payload, use_bin_type=True))
+
+    template = _WithHyperparams(jnp.zeros(3), Config(weight_decay=0.25).hyperparams(2))
+    restored, _ = checkpoint.restore(str(tmp_path), template)
+    assert float(restored.hyperparams.weight_decay) == 0.25
+    assert float(restored.hyperparams.gamma) == float(old_hp["gamma"])  # saved, not the template's 0.99
+    np.testing.assert_array_equal(restored.w, [0.0, 1.0, 2.0])
+    abstract, _ = checkpoint.restore(str(tmp_path), jax.eval_shape(lambda: template))  # policy loading's template
+    assert float(abstract.hyperparams.weight_decay) == 0.0 and float(abstract.hyperparams.gamma) == 0.5
+
+
 def test_state_with_another_shape_or_dtype_is_refused(tmp_path):
     _saved(tmp_path)
     template = _template()
@@ -182,14 +211,15 @@ def test_state_with_another_shape_or_dtype_is_refused(tmp_path):
 
 
 def test_state_with_another_structure_but_same_shapes_is_refused(tmp_path):
-    """Same number of arrays with the same shapes, under other names: restoring would silently mix them up."""
+    """Same number of arrays with the same shapes, under other names: restoring would silently mix them up.
+    Arrays are matched by name, so the message names the one the checkpoint has and the one it lacks."""
     state = {"actor": np.ones((4, 4), np.float32), "critic": np.full((4, 4), 2.0, np.float32)}
     checkpoint.save(str(tmp_path), state, {})
     renamed = {"critic": np.zeros((4, 4), np.float32), "policy": np.zeros((4, 4), np.float32)}
     with pytest.raises(CheckpointError) as exc:
         checkpoint.restore(str(tmp_path), renamed)
     message = str(exc.value)
-    assert "['actor']" in message and "['critic']" in message and "structure" in message  # first differing pair
+    assert "['actor']" in message and "['policy']" in message and "structure" in message
 
 
 # --- atomic writes ------------------------------------------------------------------------------------

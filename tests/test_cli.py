@@ -52,6 +52,9 @@ BAD_INPUT = [
         {},
         ["--updates-per-step 0.01", "--num-envs 32", "--policy-delay 2"],
     ),
+    ("batch-over-per-env", ["--batch-size", "512", "--buffer-per-env", "8"], {}, ["--batch-size 512", "per-env 8"]),
+    ("matmul-dtype", ["--matmul-dtype", "float16"], {}, ["--matmul-dtype 'float16'", "float32, bfloat16"]),
+    ("weight-decay-negative", ["--weight-decay", "-0.1"], {}, ["--weight-decay -0.1", "non-negative"]),
     ("gamma-1.5", ["--gamma", "1.5"], {}, ["--gamma 1.5"]),
     ("gamma-nan", ["--gamma", "nan"], {}, ["--gamma nan"]),
     ("out-holds-run", ["--out", "{run}"], {}, ["--out", "{run}", "already holds a run", "continue it with --resume"]),
@@ -148,7 +151,7 @@ POSITIVE_INTS = (
     "num_envs", "total_steps", "batch_size", "buffer_size",
     "policy_delay", "episode_length", "eval_every", "num_eval_envs",
 )  # fmt: skip
-NON_NEGATIVE_INTS = ("learning_starts", "checkpoint_every", "seed")
+NON_NEGATIVE_INTS = ("learning_starts", "checkpoint_every", "seed", "buffer_per_env")
 POSITIVE_FLOATS = ("actor_lr", "critic_lr", "alpha_lr", "rho", "reward_scale", "xi", "epsilon")
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 NOT_AN_INT = st.sampled_from(["x", "1.5", "", "1e3", "nan", "3 4", "0x10"])

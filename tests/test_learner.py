@@ -598,3 +598,34 @@ def test_one_step_constant_reward_probe(algo):
         )
     if algo != "sac":  # the return is deterministic: the distributional critic's std shrinks
         assert float(np.mean(np.asarray(std))) < 0.5 * float(np.mean(np.asarray(std0)))
+
+
+# --- AdamW (--weight-decay) -------------------------------------------------------------------------------
+@pytest.mark.parametrize("algo", ["dsac-e", "sac"])
+def test_weight_decay_subtracts_lr_times_decay_times_the_old_weight_from_every_network_step(algo):
+    """Decoupled decay (AdamW): with the same gradients, the step with decay wd differs from Adam's by exactly
+    -lr wd p_old on every actor and critic weight; the temperature is not decayed."""
+    wd = 0.3
+    lrs = dict(actor_lr=1e-2, critic_lr=2e-2)
+    plain, decayed = init_state(algo, **lrs), init_state(algo, weight_decay=wd, **lrs)
+    batch = make_batch()
+    new_plain, _ = update_fn(algo)(plain, batch, key(4), update_actor=True)
+    new_decayed, _ = update_fn(algo)(decayed, batch, key(4), update_actor=True)
+    fields = {"actor_params": lrs["actor_lr"], "reward_critic_params": lrs["critic_lr"]}
+    if algo in DSAC_E:
+        fields["entropy_critic_params"] = lrs["critic_lr"]
+    for name, lr in fields.items():
+        trees = leaves(getattr(plain, name)), leaves(getattr(new_plain, name)), leaves(getattr(new_decayed, name))
+        for p_old, p_plain, p_decayed in zip(*trees, strict=True):
+            np.testing.assert_allclose(p_decayed, p_plain - lr * wd * p_old, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(new_decayed.log_alpha, new_plain.log_alpha)
+
+
+def test_adamw_step_matches_a_hand_computation():
+    """First step: Adam's bias-corrected direction is g / (|g| + 1e-8); AdamW adds wd p, both times lr."""
+    from mjx_tecrl.learner import _adam, _adam_step
+
+    p, g = np.array([1.0, -2.0, 0.5], np.float32), np.array([0.4, 0.0, -3.0], np.float32)
+    new, _ = _adam_step(p, g, _adam.init(p), 0.1, 0.01)
+    expected = p - 0.1 * (g / (np.abs(g) + 1e-8) + 0.01 * p)
+    np.testing.assert_allclose(new, expected, rtol=1e-5)  # float32 rounding of the division

@@ -248,3 +248,24 @@ def test_evaluate_statistics_over_unequal_episodes(setup, tiny_config):
     np.testing.assert_allclose(out["eval/episode_return"], returns.mean(), rtol=1e-6)
     np.testing.assert_allclose(out["eval/episode_return_std"], returns.std(), rtol=1e-5)
     assert out["eval/episode_return_min"] == returns.min() and out["eval/episode_return_max"] == returns.max()
+
+
+def test_the_parallel_recipes_options_together_run_a_chunk(tiny_config):
+    """--buffer-per-env, LayerNorm in actor and critics, bfloat16 matmuls, AdamW, n-step, observation
+    normalisation and a gamma other than 0.99 compose in the one fused program: finite, float32 state, the buffer
+    sized per env, and the decay acting (weights shrink against the same run without it)."""
+    options = dict(buffer_per_env=16, actor_layer_norm=True, critic_layer_norm=True, matmul_dtype="bfloat16",
+                   n_step=3, normalize_obs=True, gamma=0.97, learning_starts=16, policy_delay=1)  # fmt: skip
+    norms = {}
+    for wd in (0.0, 0.5):
+        fns = make_train(tiny_config(weight_decay=wd, **options), CounterEnv(terminate_after=TERMINATE_AFTER))
+        ts, _ = jax.jit(fns.warmup)(jax.jit(fns.init)(jax.random.PRNGKey(0)))
+        assert ts.replay.data.obs.shape[0] == 16 * fns.config.num_envs
+        ts, metrics = jax.jit(fns.run_chunk)(ts)
+        assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values()), metrics
+        assert {x.dtype for x in jax.tree.leaves(ts.learner) if jnp.issubdtype(x.dtype, jnp.floating)} == {
+            jnp.dtype(jnp.float32)
+        }
+        assert float(metrics["diag/n_step_mean"]) > 1.0
+        norms[wd] = float(sum(jnp.sum(x**2) for x in jax.tree.leaves(ts.learner.reward_critic_params)))
+    assert norms[0.5] < norms[0.0]

@@ -57,6 +57,19 @@ def test_a_buffer_too_large_names_buffer_size_and_a_size_that_fits(tiny_config, 
     assert _check(config, **{**free, "host_free": 100 * est.replay, "device_free": 10 * est.replay}) is None
 
 
+def test_a_buffer_per_env_too_large_names_buffer_per_env_and_a_size_that_fits(tiny_config):
+    """With --buffer-per-env the capacity is rows x envs, and the advice is in the flag the user gave."""
+    config = tiny_config(buffer_per_env=2_500_000, num_envs=4, batch_size=8)
+    assert config.buffer_capacity == 10_000_000
+    est = memory.estimate(config, CounterEnv())
+    free = dict(host_free=int(est.replay * 1.5), backend="cpu")
+    msg = _check(config, **free)
+    assert msg is not None and msg.startswith("--buffer-per-env 2500000: ")
+    fit = int(re.search(r"--buffer-per-env (\d+) would fit", msg).group(1))
+    assert 0 < fit < 2_500_000
+    assert _check(tiny_config(buffer_per_env=fit, num_envs=4, batch_size=8), **free) is None  # the advice holds
+
+
 def test_on_a_gpu_checkpoint_copies_count_against_host_ram(tiny_config):
     config = tiny_config(buffer_size=10_000_000, num_envs=4)
     est = memory.estimate(config, CounterEnv())

@@ -1,4 +1,4 @@
-"""Networks: the critics' LayerNorm option (`--critic-layer-norm`), where it goes and what it does."""
+"""Networks: the LayerNorm options (`--critic-layer-norm`, `--actor-layer-norm`) and bfloat16 matmuls."""
 
 from __future__ import annotations
 
@@ -56,3 +56,35 @@ def test_critic_layer_norm_flag_reaches_the_learner():
         assert jnp.all(
             jnp.isfinite(learner.networks.reward_critics(reward, jnp.zeros((1, OBS_DIM)), jnp.zeros((1, ACT_DIM)))[0])
         )
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_actor_layer_norm_goes_into_every_hidden_layer_of_the_actor_only(on):
+    nets = make_networks(ACT_DIM, HIDDEN, twin_entropy_critic=False, actor_layer_norm=on)
+    actor, reward, entropy = nets.init(jax.random.PRNGKey(0), OBS_DIM)
+    assert _layer_norms(actor) == ([f"LayerNorm_{i}" for i in range(len(HIDDEN))] if on else [])
+    assert _layer_norms(reward) == [] and _layer_norms(entropy) == []
+    assert Learner.from_config(Config(actor_layer_norm=on), ACT_DIM).networks.actor.layer_norm is on
+
+
+def test_bfloat16_matmuls_keep_float32_parameters_and_outputs_and_stay_close_to_float32():
+    """--matmul-dtype bfloat16: the same parameters (float32), computed in bfloat16 (8 bits of mantissa), give
+    float32 outputs within bfloat16's rounding of the float32 networks' (and not bit-identical to them)."""
+    f32 = make_networks(ACT_DIM, HIDDEN, twin_entropy_critic=False, critic_layer_norm=True)
+    bf16 = make_networks(ACT_DIM, HIDDEN, twin_entropy_critic=False, critic_layer_norm=True, matmul_dtype="bfloat16")
+    actor, reward, entropy = bf16.init(jax.random.PRNGKey(0), OBS_DIM)
+    assert {x.dtype for x in jax.tree.leaves((actor, reward, entropy))} == {jnp.dtype(jnp.float32)}
+    obs = jax.random.normal(jax.random.PRNGKey(2), (64, OBS_DIM))
+    act = jax.random.uniform(jax.random.PRNGKey(3), (64, ACT_DIM), minval=-1.0, maxval=1.0)
+    for out32, out16 in [
+        (f32.actor.apply(actor, obs), bf16.actor.apply(actor, obs)),
+        (f32.reward_critics(reward, obs, act), bf16.reward_critics(reward, obs, act)),
+        (f32.entropy_critics(entropy, obs, act), bf16.entropy_critics(entropy, obs, act)),
+    ]:
+        for a, b in zip(jax.tree.leaves(out32), jax.tree.leaves(out16), strict=True):
+            assert b.dtype == jnp.float32
+            scale = float(jnp.max(jnp.abs(a))) + 1e-3
+            assert float(jnp.max(jnp.abs(a - b))) < 0.05 * scale
+    q32, q16 = f32.reward_critics(reward, obs, act)[0], bf16.reward_critics(reward, obs, act)[0]
+    assert not np.array_equal(q32, q16)  # the option does reach the matmuls
+    assert Learner.from_config(Config(matmul_dtype="bfloat16"), ACT_DIM).networks.actor.dtype == jnp.bfloat16

@@ -142,3 +142,11 @@ def test_rounded_capacity_accepts_num_envs_inserts_and_wraps_exactly(buffer_size
     for i in range(cap // num_envs):
         st = add(st, rows(np.full(num_envs, i + 1)))
     assert int(st.insert_pos) == 0 and int(st.size) == cap
+
+
+@pytest.mark.parametrize("num_envs", [1, 4, 96])
+def test_buffer_per_env_sets_the_capacity_per_env_whatever_buffer_size_says(num_envs):
+    """--buffer-per-env R: capacity R x num_envs (parallel recipes size the buffer per env); 0 leaves --buffer-size."""
+    config = Config(num_envs=num_envs, buffer_size=7, buffer_per_env=50)
+    assert config.buffer_capacity == 50 * num_envs
+    assert Config(num_envs=num_envs, buffer_size=7).buffer_capacity == -(-7 // num_envs) * num_envs
