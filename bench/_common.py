@@ -289,8 +289,9 @@ def memory_of(compiled) -> dict[str, int | None]:
 
 def device_peak_bytes() -> int | None:
     """The device allocator's peak so far (GPU/TPU); None where the backend keeps no statistics (CPU)."""
-    stats = jax.local_devices()[0].memory_stats()
-    return None if not stats else stats.get("peak_bytes_in_use")
+    from mjx_tecrl.memory import device_peak_bytes as peak
+
+    return peak()
 
 
 def max_rss_bytes() -> int:

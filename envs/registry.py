@@ -35,6 +35,14 @@ class EnvSpec:
     tuned: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
 
+    def preset(self, name: str, num_envs: int) -> dict[str, Any]:
+        """The values of preset `name` (`PRESETS`) for this task at `num_envs` environments."""
+        if name == "paper":
+            return dict(self.paper)
+        if name == "parallel":
+            return {**self.tuned, **parallel_recipe(num_envs, self.tuned)}
+        return dict(self.tuned)
+
     def make(self, physics: str = "faithful") -> ScaledActionEnv:
         if physics not in PHYSICS:
             raise ValueError(f"physics {physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
@@ -167,6 +175,34 @@ _TASKS = {
     "humanoid": dict(gym_id="Humanoid-v5", brax_scales=True, tuned=_TUNED_3E4, paper=_RHO_20),
     "humanoidstandup": dict(gym_id="HumanoidStandup-v5", tuned=_TUNED_3E4),
 }
+
+# The parallel preset: the task's tuned values, then the massively parallel off-policy learners' recipe: data
+# reused through a few large-batch updates per iteration instead of one update per env step (docs/decisions.md,
+# "Learning at scale", for the anchor of every value). It is the default from PARALLEL_MIN_ENVS envs.
+PRESETS = ("tuned", "paper", "parallel")
+PARALLEL_MIN_ENVS = 1024
+PARALLEL_UPDATES_PER_ITER = 8  # FastSAC: 8 updates per env step of 4096 envs
+
+
+def parallel_recipe(num_envs: int, tuned: dict[str, Any]) -> dict[str, Any]:
+    """The parallel preset's values at `num_envs`: batch 2 per env in [256, 8192] (FastSAC: 8192 at 4096 envs), so
+    8 updates per iteration reuse each transition about 16 times (FastSAC's replay ratio); 1024 replay rows per env
+    (FastSAC 1k, PQL 1.2k); 3-step targets (PQL, FastTD3); observation normalisation (FastTD3, PQL); targets at
+    tau 0.1 (FastTD3 0.1, FastSAC 0.125: few updates per env step); AdamW 0.1 (FastTD3)."""
+    batch = min(max(2 * num_envs, 256), 8192)
+    return {
+        "batch_size": batch,
+        "updates_per_step": PARALLEL_UPDATES_PER_ITER / num_envs,
+        "buffer_per_env": 1024,
+        "learning_starts": max(tuned.get("learning_starts", 10_000), 2 * batch),
+        "n_step": 3,
+        "normalize_obs": True,
+        "critic_layer_norm": True,
+        "tau": 0.1,
+        "entropy_critic_tau": 0.1,
+        "weight_decay": 0.1,
+    }
+
 
 _REGISTRY: dict[str, EnvSpec] = {}
 for _name, _kw in _TASKS.items():

@@ -111,7 +111,12 @@ class Config:
     checkpoint_buffer: bool = _f(True, "include the replay buffer in checkpoints (exact resume)")
     out: str = _f("", "run directory (default runs/<env>-<algo>-s<seed>-<time>)")
     resume: str = _f("", "continue the run in this directory")
-    preset: str = _f("tuned", "per-task defaults: tuned (short runs) or paper (reference values)")
+    preset: str = _f(
+        "tuned",
+        "per-task defaults: tuned (one update per env step; the default below 1024 envs), paper (the reference "
+        "values) or parallel (a few large-batch updates per iteration, n-step, obs normalisation, buffer per env; "
+        "the default from 1024 envs; docs/decisions.md, 'Learning at scale')",
+    )
     progress: bool = _f(True, "progress bar on a terminal (plain lines otherwise)")
 
     def hyperparams(self, action_dim: int) -> Hyperparams:
@@ -210,8 +215,10 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(f"--physics {c.physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
     if c.matmul_dtype not in MATMUL_DTYPES:
         raise ConfigError(f"--matmul-dtype {c.matmul_dtype!r} is unknown; allowed: {', '.join(MATMUL_DTYPES)}")
-    if c.preset not in ("tuned", "paper"):
-        raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: tuned, paper")
+    from mjx_tecrl.envs.registry import PRESETS
+
+    if c.preset not in PRESETS:
+        raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: {', '.join(PRESETS)}")
     for name in ("num_envs", "total_steps", "batch_size", "buffer_size", "n_step",
                  "policy_delay", "episode_length", "eval_every", "num_eval_envs"):  # fmt: skip
         v = getattr(c, name)
@@ -286,13 +293,16 @@ def make_config(**overrides: Any) -> Config:
 
     base = Config()
     env = overrides.get("env", base.env)
-    preset = overrides.get("preset", base.preset)
     try:
         task = registry.spec(env)
     except registry.UnknownEnvError as e:
         raise ConfigError(f"--env {env!r} is unknown; known: {', '.join(registry.bare_names())}") from e
-    preset_values = task.paper if preset == "paper" else task.tuned
-    config = dataclasses.replace(base, **{**preset_values, **overrides})
+    num_envs = overrides.get("num_envs", task.tuned.get("num_envs", base.num_envs))
+    preset = overrides.get("preset", default_preset(num_envs))
+    if preset not in registry.PRESETS:  # before the preset's values are looked up
+        raise ConfigError(f"--preset {preset!r} is unknown; allowed: {', '.join(registry.PRESETS)}")
+    preset_values = task.preset(preset, num_envs) if isinstance(num_envs, int) else task.tuned
+    config = dataclasses.replace(base, **{**preset_values, **overrides, "preset": preset})
     if task.kind != "gymnasium" and config.physics != "faithful":
         raise ConfigError(f"--physics {config.physics!r} applies to the Gymnasium tasks only, not {env}")
     if "eval_every" not in overrides and "eval_every" not in preset_values:
@@ -303,3 +313,11 @@ def make_config(**overrides: Any) -> Config:
 
 
 EVAL_MIN_ITERS = 25
+
+
+def default_preset(num_envs: Any) -> str:
+    """`parallel` from `registry.PARALLEL_MIN_ENVS` envs, else `tuned` (when --preset is not given)."""
+    from mjx_tecrl.envs import registry
+
+    big = isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= registry.PARALLEL_MIN_ENVS
+    return "parallel" if big else "tuned"

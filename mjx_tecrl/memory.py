@@ -78,6 +78,16 @@ def device_free_bytes(device=None) -> int | None:
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
 
 
+def device_peak_bytes(device=None) -> int | None:
+    """The device allocator's peak bytes in use so far (GPU/TPU); None where the backend keeps no statistics."""
+    device = device or jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without memory statistics
+        return None
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
 def host_available_bytes() -> int | None:
     """MemAvailable from /proc/meminfo (Linux), else None."""
     try:

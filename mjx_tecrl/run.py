@@ -198,9 +198,15 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
             f"{config.policy_delay})",
             file=out,
         )
-    if jax.default_backend() == "gpu" and config.num_envs < 1024:
+    if config.preset == "parallel":
         print(
-            f"note: on a GPU use many more environments, e.g. --num-envs 4096 --batch-size 1024 "
+            f"preset parallel: batch {config.batch_size}, {upi} updates per iteration of {config.num_envs} envs, "
+            f"{config.n_step}-step targets, {config.buffer_capacity // config.num_envs} replay rows per env",
+            file=out,
+        )
+    if jax.default_backend() == "gpu" and config.num_envs < registry.PARALLEL_MIN_ENVS:
+        print(
+            f"note: on a GPU use many more environments, e.g. --num-envs 4096 (the parallel preset) "
             f"(now --num-envs {config.num_envs})",
             file=out,
         )
@@ -342,6 +348,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
         "env_steps_per_second": (env_steps - loop_start_steps) / max(train_time, 1e-9),
         "interrupted": interrupted,
         "backend": jax.default_backend(),
+        "device_peak_bytes": memory.device_peak_bytes(),  # None on a CPU
     }
     summaries = [
         {**common, "seed": prog.seed(i), "final_eval_return": m.last_return,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -171,3 +174,53 @@ def test_update_breakdown_cases_leave_out_only_what_they_name(tiny_config, fast_
     assert same(after["full"], after["no_metrics"])  # dropping the metrics changes nothing that learns
     assert same(after["critic_only"], learner)  # the actor never stepped
     assert not same(after["full"], learner) and not same(after["gelu_tanh"], after["full"])
+
+
+# --- bench/gpu.py (issue 18): flags here, the whole script at toy sizes under -m slow ---------------------
+@pytest.mark.parametrize(
+    "argv, names", [(["--parts", "a,x"], "--parts x"), (["--budget-s", "0"], "--budget-s"),
+                    (["--train-seconds", "-1"], "--train-seconds")],
+)  # fmt: skip
+def test_gpu_script_bad_flags_exit_2_naming_the_flag(argv, names, capsys):
+    import gpu
+
+    with pytest.raises(SystemExit) as e:
+        gpu.main(argv)
+    assert e.value.code == 2
+    assert names in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_gpu_script_interrupts_a_run_after_its_compile_and_time(tmp_path):
+    """The train parts stop train.py with SIGINT a set time after 'compiled in' (so it writes its summary)."""
+    import gpu
+
+    script = tmp_path / "fake_train.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: (print('interrupted', flush=True), sys.exit(0)))\n"
+        "print('compiled in 0.1s', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    t0 = time.time()
+    result = gpu.run_command([sys.executable, str(script)], timeout=20, interrupt_after=1.0)
+    assert result["rc"] == 0 and not result["timed_out"] and "interrupted" in result["output_tail"]
+    assert time.time() - t0 < 10
+    killed = gpu.run_command([sys.executable, str(script)], timeout=2)  # no interrupt: killed at the deadline
+    assert killed["timed_out"] and killed["rc"] != 0
+
+
+@pytest.mark.slow
+def test_gpu_script_quick_runs_its_parts_and_writes_what_finished(tmp_path):
+    """(a) and (d) at toy sizes on the CPU: the train runs stop on time and report; the JSON holds both parts."""
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, os.path.join(os.path.dirname(C.__file__), "gpu.py"), "--quick", "--parts", "a,d",
+           "--train-seconds", "5", "--sweep-seconds", "5", "--budget-s", "900", "--work-dir", str(tmp_path / "w"),
+           "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=1200)
+    report = json.loads(out.read_text())
+    train = report["parts"]["a"]["train"]
+    assert train["rc"] == 130 and train["summary"]["interrupted"] and train["evals"]  # 130: stopped as asked
+    assert train["summary"]["compile_time_s"] > 0 and train["summary"]["env_steps_per_second"] > 0
+    d = report["parts"]["d"]
+    assert d["sweep"]["rc"] == 130 and d["sweep"]["summary"]["members"] == 2 and d["robustness"]["rc"] == 0
+    assert "1000 points" in " ".join(d["robustness"]["output_tail"])

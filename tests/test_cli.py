@@ -296,8 +296,13 @@ def test_rho_is_the_papers_20_for_humanoid_and_walker2d_under_paper_only(preset)
 
 def test_unknown_preset_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="--preset 'fast'"):
+    with pytest.raises(ConfigError, match="--preset 'fast'.*tuned, paper, parallel"):
         run_mod.prepare({"preset": "fast"})
+
+
+def test_help_states_when_the_parallel_preset_applies():
+    text = " ".join(cli.build_parser().format_help().split())
+    assert "parallel" in text and "the default from 1024 envs" in text
 
 
 @pytest.mark.parametrize(

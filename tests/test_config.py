@@ -52,3 +52,37 @@ def test_n_step_must_be_positive_and_fit_in_the_buffer():
             validate(
                 make_config(env="hopper", n_step=bad, num_envs=32, buffer_size=96, learning_starts=64, batch_size=32)
             )
+
+
+# --- the parallel preset (issue 18) -----------------------------------------------------------------------
+def test_the_parallel_preset_is_the_default_from_1024_envs_and_an_explicit_preset_wins():
+    from mjx_tecrl.envs.registry import PARALLEL_MIN_ENVS
+
+    assert PARALLEL_MIN_ENVS == 1024
+    assert make_config(env="halfcheetah", num_envs=1023).preset == "tuned"
+    assert make_config(env="halfcheetah", num_envs=1024).preset == "parallel"
+    assert make_config(env="humanoid", num_envs=4096, preset="tuned").preset == "tuned"
+    assert make_config(env="humanoid", num_envs=4096, preset="tuned").batch_size == 256
+    assert make_config(env="hopper", num_envs=256, preset="parallel").preset == "parallel"
+
+
+@pytest.mark.parametrize("num_envs", [128, 256, 1024, 4096])
+def test_the_parallel_preset_reuses_each_transition_about_16_times_at_any_scale(num_envs):
+    """Batch 2 per env (256 to 8192) x 8 updates per iteration / num_envs envs = 16 for 128 to 4096 envs; replay
+    of 1024 rows per env; learning starts once two batches are in the buffer; the task's other values stay."""
+    c = make_config(env="humanoid", num_envs=num_envs, preset="parallel")
+    validate(c)
+    assert c.batch_size == min(max(2 * num_envs, 256), 8192)
+    assert c.updates_per_iter == 8
+    assert c.batch_size * c.updates_per_iter / num_envs == 16
+    assert c.buffer_capacity == 1024 * num_envs
+    assert c.learning_starts >= 2 * c.batch_size
+    assert (c.n_step, c.normalize_obs, c.critic_layer_norm, c.tau, c.weight_decay) == (3, True, True, 0.1, 0.1)
+    tuned = make_config(env="humanoid", preset="tuned")
+    assert (c.actor_lr, c.budget_horizon, c.rho) == (tuned.actor_lr, tuned.budget_horizon, tuned.rho)
+
+
+def test_flags_win_over_the_parallel_preset():
+    c = make_config(env="halfcheetah", num_envs=4096, batch_size=1024, n_step=1, weight_decay=0.0)
+    assert (c.preset, c.batch_size, c.n_step, c.weight_decay) == ("parallel", 1024, 1, 0.0)
+    assert c.updates_per_iter == 8  # the rest of the preset still applies
