@@ -12,6 +12,10 @@ compile events, the same clock for both), the difference, and env steps to the t
     python bench/time_to_return.py --quick
     python bench/time_to_return.py --targets inverted_pendulum:900 --seeds 0,1,2           # CPU
     python bench/time_to_return.py --targets hopper:1000 --seeds 0,1,2 --time-cap 1200
+    python bench/time_to_return.py --systems dsac-e --cases tuned:32,parallel:256 --targets hopper:1000
+
+`--cases PRESET:NUM_ENVS,...` runs each system once per case (the serial `tuned` preset against the `parallel` one,
+at several env counts), alternating per seed like the systems.
 """
 
 from __future__ import annotations
@@ -45,6 +49,20 @@ def target_list(text: str) -> list[tuple[str, float]]:
     return out
 
 
+def case_list(text: str) -> list[tuple[str, int]]:
+    import argparse
+
+    from mjx_tecrl.envs.registry import PRESETS
+
+    out = []
+    for item in C.str_list(text):
+        preset, _, n = item.partition(":")
+        if preset not in PRESETS or not n.isdigit() or int(n) <= 0:
+            raise argparse.ArgumentTypeError(f"{item!r} is not PRESET:NUM_ENVS with PRESET in {', '.join(PRESETS)}")
+        out.append((preset, int(n)))
+    return out
+
+
 def main(argv=None):
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--targets", type=target_list, default="inverted_pendulum:900,hopper:1000",
@@ -52,6 +70,7 @@ def main(argv=None):
     p.add_argument("--systems", type=C.str_list, default=",".join(SYSTEMS), help="of " + ", ".join(SYSTEMS))
     p.add_argument("--seeds", type=C.seed_list, default="0,1,2")
     p.add_argument("--num-envs", type=int, default=None, help="default: the config's")
+    p.add_argument("--cases", type=case_list, default=None, help="PRESET:NUM_ENVS pairs (default: the config's)")
     p.add_argument("--eval-every", type=int, default=2048, help="env steps between evaluations (both trainers)")
     p.add_argument("--time-cap", type=float, default=600.0, help="seconds per run, compilation included")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="env steps per run at most")
@@ -63,26 +82,31 @@ def main(argv=None):
             p.error(f"--systems: unknown {s!r}; allowed: {', '.join(SYSTEMS)}")
     if args.eval_every <= 0 or args.max_steps <= 0 or args.time_cap <= 0:
         p.error("--eval-every, --max-steps and --time-cap must be positive")
+    cases = args.cases or [(None, args.num_envs)]
     report = C.Report("time_to_return", args)
 
     for task, threshold in args.targets:
         C.env(task)  # built once, outside every timing
         for seed in args.seeds:
-            for system in args.systems:
+            for system, (preset, num_envs) in [(s, c) for s in args.systems for c in cases]:
                 algo = "sac" if system == "brax-sac" else system
                 overrides = dict(env=task, algo=algo, seed=seed, eval_every=args.eval_every,
                                  total_steps=args.max_steps)  # fmt: skip
-                if args.num_envs:
-                    overrides["num_envs"] = args.num_envs
+                if preset:
+                    overrides["preset"] = preset
+                if num_envs:
+                    overrides["num_envs"] = num_envs
                 config = C.config_or_exit(p, **overrides)
                 run = run_brax if system == "brax-sac" else run_ours
                 result = run(config, threshold, args.time_cap)
-                row = report.add(task=task, system=system, seed=seed, threshold=threshold, **result)
+                label = f"{system} {config.preset}:{config.num_envs}" if args.cases else system
+                row = report.add(task=task, system=label, seed=seed, threshold=threshold, preset=config.preset,
+                                 num_envs=config.num_envs, **result)  # fmt: skip
                 print(_line(row), flush=True)
 
     rows = []
     for task, threshold in args.targets:
-        for system in args.systems:
+        for system in dict.fromkeys(r["system"] for r in report.rows):
             rs = [r for r in report.rows if r["task"] == task and r["system"] == system]
             hit = [r for r in rs if r["reached"]]
             med = [_median_if_all(rs, k) for k in ("wall_to_threshold_s", "compile_s", "wall_minus_compile_s",
