@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from mjx_tecrl import interrupt
+from mjx_tecrl import compile_cache, interrupt
 from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep flags multiply",
     )  # fmt: skip
     sweep.add_argument("--seeds", type=int, metavar="N", help="seeds per grid point: seed, seed+1, ... (default 1)")
+    cache = parser.add_argument_group("compilation cache (a second run of the same program skips compiling)")
+    cache.add_argument(
+        "--compile-cache", metavar="DIR",
+        help="JAX's persistent compilation cache directory (default $JAX_COMPILATION_CACHE_DIR, else "
+        "~/.cache/mjx_tecrl/xla)",
+    )  # fmt: skip
+    cache.add_argument("--no-compile-cache", action="store_true", help="compile every program afresh")
     dist = parser.add_argument_group("several hosts (jax.distributed; every process runs the same command)")
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
     dist.add_argument("--num-processes", type=int, metavar="N", help="processes in all")
@@ -80,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-NON_CONFIG_FLAGS = ("list_envs", "sweep", "seeds", "coordinator", "num_processes", "process_id")
+NON_CONFIG_FLAGS = ("list_envs", "sweep", "seeds", "coordinator", "num_processes", "process_id", "compile_cache",
+                    "no_compile_cache")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ class Args:
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    compile_cache: str | None = None
+    no_compile_cache: bool = False
 
 
 def parse(argv: list[str] | None = None) -> Args:
@@ -99,6 +109,7 @@ def parse(argv: list[str] | None = None) -> Args:
     extra = {k: ns.pop(k) for k in NON_CONFIG_FLAGS if k in ns}
     extra["sweep"] = tuple(extra.get("sweep") or ())
     extra["list_envs"] = bool(extra.get("list_envs", False))
+    extra["no_compile_cache"] = bool(extra.get("no_compile_cache", False))
     return Args(ns, **extra)
 
 
@@ -159,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = prepare(args.overrides, sweep)
     except ConfigError as e:
         fail(str(e))
+    # after the checks of the input (bad input writes nothing), before anything is compiled
+    compile_cache.enable(compile_cache.resolve(args.compile_cache, enabled=not args.no_compile_cache))
     interrupt.set_run_dir(plan.run_dir)  # a Ctrl-C before training tells the user to --resume it
     if args.num_processes and args.num_processes > 1:
         from jax.experimental import multihost_utils

@@ -57,3 +57,11 @@ def xla_cache_env(tmp_path_factory):
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subprocess_compile_cache(tmp_path_factory):
+    """`train.py` turns JAX's persistent cache on by default in ~/.cache; the tests' subprocesses use a session
+    directory instead (this process's JAX read its environment at import, so nothing here changes)."""
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("subprocess_xla_cache"))

@@ -56,6 +56,7 @@ BAD_INPUT = [
     ("matmul-dtype", ["--matmul-dtype", "float16"], {}, ["--matmul-dtype 'float16'", "float32, bfloat16"]),
     ("weight-decay-negative", ["--weight-decay", "-0.1"], {}, ["--weight-decay -0.1", "non-negative"]),
     ("gamma-1.5", ["--gamma", "1.5"], {}, ["--gamma 1.5"]),
+    ("bad-input-creates-no-cache", ["--gamma", "2", "--compile-cache", "cache"], {}, ["--gamma 2"]),
     ("gamma-nan", ["--gamma", "nan"], {}, ["--gamma nan"]),
     ("out-holds-run", ["--out", "{run}"], {}, ["--out", "{run}", "already holds a run", "continue it with --resume"]),
     ("resume-no-run", ["--resume", "{empty}"], {}, ["--resume", "{empty}"]),
