@@ -1,12 +1,8 @@
-"""Train a DSAC-E agent: `python train.py --help` lists every flag."""
+"""Train a DSAC-E agent: `python train.py --help` lists every flag (also `mjx-tecrl-train`, `python -m mjx_tecrl`)."""
 
 import sys
 
-from mjx_tecrl import interrupt
+from mjx_tecrl.__main__ import main
 
 if __name__ == "__main__":
-    with interrupt.until_training():  # Ctrl-C before the first chunk, compiles included: exit 130 at once
-        from mjx_tecrl.cli import main
-
-        code = main()
-    sys.exit(code)
+    sys.exit(main())

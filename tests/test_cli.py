@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -330,3 +331,17 @@ def test_config_round_trips_through_config_json(tmp_path, overrides):
 def test_config_from_dict_refuses_unknown_keys():
     with pytest.raises(ConfigError, match="bogus"):
         Config.from_dict({**Config().to_dict(), "bogus": 1})
+
+
+def test_the_console_script_and_python_m_are_train_py(tmp_path):
+    """`mjx-tecrl-train` (installed with the package) and `python -m mjx_tecrl` run train.py's main: same exit
+    status and the same one line for bad input, and the same task table."""
+    script = shutil.which("mjx-tecrl-train")
+    assert script, "mjx-tecrl-train is not on PATH: the package's [project.scripts] entry was not installed"
+    ways = [[sys.executable, TRAIN], [script], [sys.executable, "-m", "mjx_tecrl"]]
+    bad = [subprocess.run([*w, "--gamma", "2"], capture_output=True, text=True, cwd=tmp_path) for w in ways]
+    assert [r.returncode for r in bad] == [2, 2, 2]
+    assert len({r.stderr for r in bad}) == 1 and "--gamma 2" in bad[0].stderr
+    tables = [subprocess.run([*w, "--list-envs"], capture_output=True, text=True, cwd=tmp_path) for w in ways]
+    assert [r.returncode for r in tables] == [0, 0, 0] and len({r.stdout for r in tables}) == 1
+    assert list(tmp_path.iterdir()) == []
