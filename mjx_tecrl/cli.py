@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from mjx_tecrl import compile_cache, interrupt
-from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError
+from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, load_config_file
 
 EXIT_BAD_INPUT = 2
 
@@ -52,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--list-envs", action="store_true", help="print the task table and exit")
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help="flags from a JSON or YAML file of flag names and values (an old run's config.json starts a new run "
+        "like it); flags given here win over it, and it wins over the preset",
+    )  # fmt: skip
+    parser.add_argument(
+        "--print-config", action="store_true",
+        help="print the resolved configuration (preset, file and flags applied) as JSON and exit; writes nothing",
+    )  # fmt: skip
     sweep = parser.add_argument_group("sweeps (many runs in one program; see mjx_tecrl/sweep.py)")
     sweep.add_argument(
         "--sweep", action="append", metavar="NAME=V1,V2,...",
@@ -88,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 NON_CONFIG_FLAGS = ("list_envs", "sweep", "seeds", "coordinator", "num_processes", "process_id", "compile_cache",
-                    "no_compile_cache")  # fmt: skip
+                    "no_compile_cache", "config", "print_config")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,8 @@ class Args:
     process_id: int | None = None
     compile_cache: str | None = None
     no_compile_cache: bool = False
+    config: str | None = None
+    print_config: bool = False
 
 
 def parse(argv: list[str] | None = None) -> Args:
@@ -110,6 +122,7 @@ def parse(argv: list[str] | None = None) -> Args:
     extra["sweep"] = tuple(extra.get("sweep") or ())
     extra["list_envs"] = bool(extra.get("list_envs", False))
     extra["no_compile_cache"] = bool(extra.get("no_compile_cache", False))
+    extra["print_config"] = bool(extra.get("print_config", False))
     return Args(ns, **extra)
 
 
@@ -165,9 +178,20 @@ def main(argv: list[str] | None = None) -> int:
         sweep = parse_sweep(args.sweep, args.seeds)
     except ConfigError as e:
         fail(str(e))
+    try:
+        overrides = {**(load_config_file(args.config) if args.config else {}), **args.overrides}
+    except ConfigError as e:
+        fail(str(e))
+    if args.print_config:
+        try:
+            plan = prepare(overrides, sweep)
+        except ConfigError as e:
+            fail(str(e))
+        print(json.dumps(plan.config.to_dict(), indent=2, sort_keys=True))
+        return 0
     init_distributed(args)
     try:
-        plan = prepare(args.overrides, sweep)
+        plan = prepare(overrides, sweep)
     except ConfigError as e:
         fail(str(e))
     # after the checks of the input (bad input writes nothing), before anything is compiled

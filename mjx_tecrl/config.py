@@ -133,6 +133,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        return cls(**cls.fields_of(d))
+
+    @classmethod
+    def fields_of(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Field values from a config.json-style dict (older runs' keys converted); unknown keys: ConfigError."""
         d = dict(d)
         if "updates_per_iter" in d:  # config.json of runs from before the replay ratio (updates per iteration)
             upi = d.pop("updates_per_iter")
@@ -142,8 +147,8 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}")
         if "hidden_sizes" in d:
-            d["hidden_sizes"] = tuple(d["hidden_sizes"])
-        return cls(**d)
+            d["hidden_sizes"] = tuple(d["hidden_sizes"])  # TypeError for a value that is not a list
+        return d
 
     @property
     def buffer_capacity(self) -> int:
@@ -282,6 +287,42 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+FILE_IGNORED_KEYS = ("out", "resume")  # a run's own directory: a config file starts a new run
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Config overrides from a JSON or YAML file (`--config`; an old run's config.json works): Config fields only,
+    `out` and `resume` ignored. Flags given with it win over it; its values win over the preset."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"--config {path!r} cannot be read ({e.strerror or e})") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            import json
+
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is bad input, reported on one line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"--config {path!r} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} "
+                          f"({first})") from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path!r} must hold a mapping of flag names to values")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    try:
+        fields = Config.fields_of({k: v for k, v in data.items() if k not in FILE_IGNORED_KEYS})
+    except ConfigError as e:
+        raise ConfigError(f"--config {path!r}: {e}; keys are train.py's flags") from None
+    except TypeError:
+        raise ConfigError(f"--config {path!r}: hidden_sizes {data['hidden_sizes']!r} must be a list") from None
+    return fields
 
 
 def make_config(**overrides: Any) -> Config:

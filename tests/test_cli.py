@@ -345,3 +345,55 @@ def test_the_console_script_and_python_m_are_train_py(tmp_path):
     tables = [subprocess.run([*w, "--list-envs"], capture_output=True, text=True, cwd=tmp_path) for w in ways]
     assert [r.returncode for r in tables] == [0, 0, 0] and len({r.stdout for r in tables}) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# --- --config FILE and --print-config (issue 21) --------------------------------------------------------------
+def _print_config(argv, cwd) -> dict:
+    r = subprocess.run([sys.executable, TRAIN, *argv, "--print-config"], capture_output=True, text=True, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path):
+    printed = _print_config(["--env", "hopper", "--num-envs", "64"], tmp_path)
+    expected = make_config(env="hopper", num_envs=64).to_dict()
+    assert {k: v for k, v in printed.items() if k != "out"} == {k: v for k, v in expected.items() if k != "out"}
+    assert printed["actor_lr"] == 3e-4 and printed["critic_layer_norm"] is True  # the preset's, not the spec's
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_file_sits_between_the_preset_and_the_flags(tmp_path):
+    (tmp_path / "c.yaml").write_text("env: hopper\nnum-envs: 16\nactor_lr: 0.001\nhidden_sizes: [64, 64]\n")
+    (tmp_path / "c.json").write_text(json.dumps({"env": "hopper", "num_envs": 16, "actor_lr": 0.001}))
+    for name in ("c.yaml", "c.json"):
+        c = _print_config(["--config", name, "--actor-lr", "0.002"], tmp_path)
+        assert (c["env"], c["num_envs"], c["actor_lr"]) == ("hopper", 16, 0.002)  # the flag wins over the file
+        assert c["critic_lr"] == make_config(env="hopper").critic_lr  # the preset fills what the file leaves
+    assert _print_config(["--config", "c.yaml"], tmp_path)["hidden_sizes"] == [64, 64]
+
+
+def test_an_old_runs_config_json_starts_a_new_run_like_it(tmp_path):
+    old = make_config(env="walker2d", num_envs=8, seed=3, rho=2.0, out="runs/old")
+    write_json(str(tmp_path / "config.json"), {**old.to_dict(), "resume": "runs/old"})
+    c = _print_config(["--config", "config.json"], tmp_path)
+    assert {k: v for k, v in c.items() if k != "out"} == {k: v for k, v in old.to_dict().items() if k != "out"}
+    assert c["out"] != "runs/old"  # a new directory: out and resume in a file are ignored
+
+
+@pytest.mark.parametrize(
+    "content, name, words",
+    [('{"env": "hopper", "nope": 1}', "c.json", ["unknown config keys ['nope']"]),
+     ("{not json", "c.json", ["is not valid JSON"]),
+     ("- a\n- b\n", "c.yaml", ["must hold a mapping"]),
+     ('{"gamma": 2}', "c.json", ["--gamma 2"]),
+     (None, "missing.json", ["cannot be read"])],
+)  # fmt: skip
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, content, name, words):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    before = _snapshot(tmp_path)
+    r = subprocess.run([sys.executable, TRAIN, "--config", name], capture_output=True, text=True, cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("train.py: error:")
+    assert all(w in lines[0] for w in words), lines[0]
+    assert _snapshot(tmp_path) == before
