@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjx_tecrl import checkpoint, health, interrupt, memory, policy
+from mjx_tecrl import checkpoint, export, health, interrupt, memory, policy
 from mjx_tecrl import sweep as sweep_lib
 from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
@@ -360,6 +360,12 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     if writer:
         for i, s in enumerate(summaries):
             write_json(os.path.join(prog.metrics_dir(i), "summary.json"), s)
+    learner = prog.to_host(ts.learner)  # the policy files (mjx_tecrl.export): every process gathers, 0 writes
+    if writer:
+        for i in range(n_members):
+            one = jax.tree.map(lambda x, i=i: x[i], learner) if plan.is_sweep else learner
+            path = export.policy_path(run_dir, i if plan.is_sweep else None)
+            export.save(path, export.policy_arrays(config, env, one, i, prog.seed(i)))
     if not plan.is_sweep:
         summary = summaries[0]
         del summary["diverged_at_env_step"]

@@ -115,7 +115,9 @@ def runs(tmp_path_factory, xla_cache_env):
 # --- what a run leaves behind ----------------------------------------------------------------------
 def test_run_directory_holds_config_metrics_summary_tensorboard_and_checkpoint(runs):
     a = runs["A"]
-    assert sorted(p.name for p in a.iterdir()) == ["checkpoints", "config.json", "metrics.csv", "summary.json", "tb"]
+    assert sorted(p.name for p in a.iterdir()) == [
+        "checkpoints", "config.json", "metrics.csv", "policy.npz", "summary.json", "tb"
+    ]  # fmt: skip
     assert sorted(os.listdir(a / "checkpoints")) == [checkpoint.LATEST]
     assert not list(runs["base"].glob("runs")), "a run with --out also wrote under runs/"
 
@@ -308,3 +310,24 @@ def test_metrics_csv_rows_are_not_duplicated_by_resume(runs):
         steps = [r["env_steps"] for r in _rows(runs[name])]
         assert steps == sorted(set(steps)), (name, steps)
     assert np.all(np.diff([r["env_steps"] for r in _rows(runs["B"])]) == CHUNK)
+
+
+def test_the_runs_policy_file_acts_as_its_checkpoint_and_export_rewrites_it(runs, tmp_path):
+    """policy.npz, written at the end of the run, is the checkpoint's deterministic policy; `python -m
+    mjx_tecrl.export RUN_DIR` writes the same arrays from the checkpoint."""
+    from mjx_tecrl.export import NumpyPolicy
+    from mjx_tecrl.policy import load_run
+
+    a = runs["A"]
+    policy = NumpyPolicy.load(str(a / "policy.npz"))
+    run = load_run(str(a))
+    obs = np.random.default_rng(0).normal(size=(16, run.env.observation_size)).astype(np.float32)
+    jax_action = np.asarray(run.fns.learner.deterministic_action(run.members[0].learner, obs))
+    np.testing.assert_allclose(policy.act_unit(obs), jax_action, rtol=1e-5, atol=2e-6)
+    before = dict(np.load(a / "policy.npz"))
+    r = subprocess.run([sys.executable, "-m", "mjx_tecrl.export", str(a)], capture_output=True, text=True)
+    assert r.returncode == 0 and "policy.npz" in r.stdout, r.stderr
+    after = dict(np.load(a / "policy.npz"))
+    assert sorted(before) == sorted(after) and all(np.array_equal(before[k], after[k]) for k in before)
+    bad = subprocess.run([sys.executable, "-m", "mjx_tecrl.export", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "holds no run" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -144,6 +144,7 @@ def test_sweep_directory_holds_members_csv_plot_and_checkpoint(runs):
         assert any((member / "tb").iterdir())
         summary = json.loads((member / "summary.json").read_text())
         assert summary["member"] == i and summary["env_steps"] == TWO_CHUNKS
+        assert (member / "policy.npz").is_file()  # each member's policy-only file (mjx_tecrl.export)
     rows = _sweep_rows(a)
     assert [float(r["rho"]) for r in rows] == [1.0, 5.0]
     assert all(float(r["env_steps"]) == TWO_CHUNKS and r["diverged_at_env_step"] == "" for r in rows)

@@ -1,0 +1,166 @@
+"""Policy-only files and a numpy policy: use a trained policy without JAX, MJX or the checkpoint's replay buffer.
+
+`policy.npz` (written at the end of every run, and by `python -m mjx_tecrl.export RUN_DIR`) holds the actor's
+weights, the observation normaliser, the action scale and offset, the sizes, and the env name and config. A
+sweep writes one per member, `members/mNNN/policy.npz`.
+
+    from mjx_tecrl.export import NumpyPolicy
+    policy = NumpyPolicy.load("runs/.../policy.npz")
+    ctrl = policy.act(obs)           # the deterministic policy, in the actuators' control range
+
+`act` is the JAX deterministic policy (tanh of the actor's mean, spec §2.1, then the env's [-1, 1] -> control
+range map) in float32 numpy: GELU as erf, LayerNorm as flax computes it; it matches the JAX policy to float32
+rounding (tests/test_export.py). A policy trained with `--matmul-dtype bfloat16` is computed here in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+FILE_NAME = "policy.npz"
+_LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def policy_path(run_dir: str, member: int | None = None) -> str:
+    """Where the policy file of a run (or of sweep member `member`) goes."""
+    from mjx_tecrl.policy import member_dir
+
+    return os.path.join(run_dir if member is None else member_dir(run_dir, member), FILE_NAME)
+
+
+def policy_arrays(config, env, learner, member: int = 0, seed: int | None = None) -> dict[str, np.ndarray]:
+    """The policy file's contents from a run's `Config`, its env (`ScaledActionEnv`) and a `LearnerState`."""
+    params = learner.actor_params["params"]["MLP_0"]
+    arrays = {
+        f"actor/{layer}/{name}": np.asarray(v, np.float32) for layer, p in params.items() for name, v in p.items()
+    }
+    norm = learner.obs_normalizer
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "env": config.env,
+        "physics": config.physics,
+        "algo": config.algo,
+        "member": member,
+        "seed": config.seed if seed is None else seed,
+        "observation_size": int(env.observation_size),
+        "action_size": int(env.action_size),
+        "hidden_sizes": list(config.hidden_sizes),
+        "layer_norm": bool(config.actor_layer_norm),
+        "normalize_obs": bool(config.normalize_obs),
+        "config": config.to_dict(),
+    }
+    return {
+        **arrays,
+        "obs_mean": np.asarray(norm.mean, np.float32),
+        "obs_var": np.asarray(norm.var, np.float32),
+        "action_scale": np.asarray(env._scale, np.float32),
+        "action_offset": np.asarray(env._offset, np.float32),
+        "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8),
+    }
+
+
+def save(path: str, arrays: dict[str, np.ndarray]) -> str:
+    """Write atomically (temp file + rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def export_run(run_dir: str) -> list[str]:
+    """Write the policy file of every policy in `run_dir` from its checkpoint; returns the paths."""
+    from mjx_tecrl.policy import load_run
+
+    run = load_run(run_dir)
+    paths = []
+    for m in run.members:
+        arrays = policy_arrays(run.config, run.env, m.learner, m.index, m.seed)
+        paths.append(save(policy_path(run_dir, m.index if run.is_sweep else None), arrays))
+    return paths
+
+
+@dataclass(frozen=True)
+class NumpyPolicy:
+    """The deterministic policy of a policy file, in numpy (float32)."""
+
+    layers: list[dict[str, np.ndarray]]  # Dense (kernel, bias) and, before each hidden activation, LayerNorm
+    obs_mean: np.ndarray
+    obs_var: np.ndarray
+    action_scale: np.ndarray
+    action_offset: np.ndarray
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str) -> NumpyPolicy:
+        with np.load(path) as f:
+            data = {k: f[k] for k in f.files}
+        meta = json.loads(bytes(data.pop("meta")).decode())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: policy format {meta.get('format_version')!r}; this reads {FORMAT_VERSION}")
+        n_hidden = len(meta["hidden_sizes"])
+        layers = []
+        for i in range(n_hidden + 1):
+            layers.append({"kernel": data[f"actor/Dense_{i}/kernel"], "bias": data[f"actor/Dense_{i}/bias"]})
+            if i < n_hidden and meta["layer_norm"]:
+                layers.append({"scale": data[f"actor/LayerNorm_{i}/scale"], "bias": data[f"actor/LayerNorm_{i}/bias"]})
+        return cls(layers, data["obs_mean"], data["obs_var"], data["action_scale"], data["action_offset"], meta)
+
+    def act_unit(self, obs: np.ndarray) -> np.ndarray:
+        """The deterministic action in [-1, 1]^|A| (what the learner outputs) for obs [..., observation_size]."""
+        x = np.asarray(obs, np.float32)
+        if self.meta["normalize_obs"]:
+            x = np.clip((x - self.obs_mean) / np.sqrt(np.maximum(self.obs_var, 1e-6)), -10.0, 10.0)
+        dense = [layer for layer in self.layers if "kernel" in layer]
+        norms = iter(layer for layer in self.layers if "scale" in layer)
+        for i, layer in enumerate(dense):
+            x = (x @ layer["kernel"] + layer["bias"]).astype(np.float32)
+            if i < len(dense) - 1:
+                if self.meta["layer_norm"]:
+                    x = _layer_norm(x, next(norms))
+                x = (0.5 * x * (1.0 + _erf(x.astype(np.float64) / math.sqrt(2.0)).astype(np.float64))).astype(
+                    np.float32
+                )
+        mean = x[..., : self.meta["action_size"]]  # the actor's output is (mean, log_std)
+        return np.tanh(mean).astype(np.float32)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The deterministic policy's control for obs [..., observation_size], in the actuators' control range."""
+        return (self.action_offset + self.action_scale * self.act_unit(obs)).astype(np.float32)
+
+
+def _layer_norm(x: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+    mean = np.mean(x, axis=-1, keepdims=True)
+    var = np.maximum(np.mean(x * x, axis=-1, keepdims=True) - mean * mean, 0.0)  # flax's fast variance
+    return ((x - mean) / np.sqrt(var + _LN_EPSILON) * p["scale"] + p["bias"]).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mjx_tecrl.config import ConfigError
+
+    p = argparse.ArgumentParser(prog="python -m mjx_tecrl.export", description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (train.py --out, or a sweep)")
+    args = p.parse_args(argv)
+    for run_dir in args.run_dirs:
+        try:
+            paths = export_run(run_dir)
+        except ConfigError as e:
+            print(f"export: error: {e}", file=sys.stderr)
+            return 2
+        for path in paths:
+            print(f"wrote {path} ({os.path.getsize(path) / 2**10:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Policy-only files and the numpy policy (mjx_tecrl.export): the numpy `act` is the JAX deterministic policy."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mjx_tecrl import export
+from mjx_tecrl.config import Config
+from mjx_tecrl.learner import Learner
+from mjx_tecrl.types import NormalizerState
+
+OBS_DIM, ACT_DIM = 5, 3
+
+
+def _fake_env():
+    return types.SimpleNamespace(
+        observation_size=OBS_DIM, action_size=ACT_DIM,
+        _scale=np.array([0.5, 2.0, 1.0], np.float32), _offset=np.array([0.0, -1.0, 0.25], np.float32),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("layer_norm, normalize_obs", [(False, False), (True, True)])
+def test_numpy_act_is_the_jax_deterministic_policy_to_float32_rounding(tmp_path, layer_norm, normalize_obs):
+    config = Config(env="hopper", hidden_sizes=(32, 32), actor_layer_norm=layer_norm, normalize_obs=normalize_obs)
+    learner = Learner.from_config(config, ACT_DIM)
+    state = learner.init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    rng = np.random.default_rng(0)
+    # trained-looking weights (init's are small) and observation statistics far from the identity
+    state = state.replace(
+        actor_params=jax.tree.map(lambda x: x * 1.5, state.actor_params),
+        obs_normalizer=NormalizerState(jnp.asarray(rng.normal(size=OBS_DIM), jnp.float32),
+                                       jnp.asarray(rng.uniform(0.1, 4.0, OBS_DIM), jnp.float32), jnp.float32(100.0)),
+    )  # fmt: skip
+    env = _fake_env()
+    path = export.save(str(tmp_path / "policy.npz"), export.policy_arrays(config, env, state, member=2, seed=7))
+    policy = export.NumpyPolicy.load(path)
+    obs = rng.normal(size=(64, OBS_DIM)).astype(np.float32)
+    expected = np.asarray(learner.deterministic_action(state, jnp.asarray(obs)))
+    assert np.median(np.abs(expected)) < 0.9  # mostly unsaturated: the comparison sees the network, not tanh
+    np.testing.assert_allclose(policy.act_unit(obs), expected, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(policy.act(obs), env._offset + env._scale * expected, rtol=1e-5, atol=5e-6)
+    assert policy.act(obs[0]).shape == (ACT_DIM,)  # one observation works too
+    assert (policy.meta["env"], policy.meta["member"], policy.meta["seed"]) == ("hopper", 2, 7)
+    assert policy.meta["config"]["actor_layer_norm"] is layer_norm
+
+
+def test_the_policy_file_holds_no_critic_and_no_replay(tmp_path):
+    config = Config(hidden_sizes=(32, 32))
+    learner = Learner.from_config(config, ACT_DIM)
+    state = learner.init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    arrays = export.policy_arrays(config, _fake_env(), state)
+    assert all(k.startswith("actor/") for k in arrays if "/" in k)
+    actor_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.actor_params))
+    assert sum(a.nbytes for a in arrays.values()) < actor_bytes + 10_000
+
+
+def test_an_unknown_format_version_is_refused(tmp_path):
+    config = Config(hidden_sizes=(8,))
+    state = Learner.from_config(config, ACT_DIM).init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    arrays = export.policy_arrays(config, _fake_env(), state)
+    meta = bytes(arrays["meta"]).decode().replace('"format_version": 1', '"format_version": 99')
+    arrays["meta"] = np.frombuffer(meta.encode(), np.uint8)
+    path = export.save(str(tmp_path / "p.npz"), arrays)
+    with pytest.raises(ValueError, match="policy format 99"):
+        export.NumpyPolicy.load(path)
