@@ -116,7 +116,12 @@ class Learner:
         return normalize(state.obs_normalizer, obs) if self.normalize_obs else obs
 
     def sample_action(self, params, state: LearnerState, obs, key) -> tuple[jax.Array, jax.Array]:
-        mean, log_std = self.networks.actor.apply(params, self.normalize(state, obs))
+        """(action, log prob) for raw observations (normalised here, once)."""
+        return self._sample(params, self.normalize(state, obs), key)
+
+    def _sample(self, params, normalized_obs, key) -> tuple[jax.Array, jax.Array]:
+        """(action, log prob) for observations already normalised (the update's, which the critics share)."""
+        mean, log_std = self.networks.actor.apply(params, normalized_obs)
         return distributions.sample(key, mean, log_std)
 
     def deterministic_action(self, state: LearnerState, obs: jax.Array) -> jax.Array:
@@ -143,7 +148,7 @@ class Learner:
         next_obs = self.normalize(state, ret.next_obs)
 
         # Next action from the TARGET policy, shared by the reward and entropy targets (spec §3.3).
-        next_action, next_log_prob = self.sample_action(state.actor_target_params, state, next_obs, key_next)
+        next_action, next_log_prob = self._sample(state.actor_target_params, next_obs, key_next)
         q_next, std_next = nets.reward_critics(state.reward_critic_target_params, next_obs, next_action)
         soft = self.algo in ("dsac-t", "sac")
         entropy_bonus = -alpha * next_log_prob if soft else jnp.zeros_like(next_log_prob)
@@ -253,9 +258,7 @@ class Learner:
             return jnp.take_along_axis(x, last.reshape((1, -1) + (1,) * (x.ndim - 2)), axis=0)[0]
 
         discount = hp.gamma ** (last + 1).astype(jnp.float32) * (1.0 - at_last(rows.terminated))
-        _, between_log_prob = self.sample_action(
-            state.actor_target_params, state, self.normalize(state, rows.obs[1:]), key
-        )  # [n - 1, B]
+        _, between_log_prob = self.sample_action(state.actor_target_params, state, rows.obs[1:], key)  # [n - 1, B]
         entropy_between = jnp.sum(included[1:] * powers[1:] * -between_log_prob, axis=0)
         steps_between = jnp.sum(included[1:] * powers[1:], axis=0)
         return Returns(
@@ -268,7 +271,7 @@ class Learner:
         nets = self.networks
 
         def actor_loss_fn(actor_params):
-            action, log_prob = self.sample_action(actor_params, old, obs, key)
+            action, log_prob = self._sample(actor_params, obs, key)  # obs: normalised by update
             q_r, _ = nets.reward_critics(old.reward_critic_params, obs, action)
             q_e = horizon = None
             if self.uses_entropy_critic:

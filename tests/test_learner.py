@@ -629,3 +629,25 @@ def test_adamw_step_matches_a_hand_computation():
     new, _ = _adam_step(p, g, _adam.init(p), 0.1, 0.01)
     expected = p - 0.1 * (g / (np.abs(g) + 1e-8) + 0.01 * p)
     np.testing.assert_allclose(new, expected, rtol=1e-5)  # float32 rounding of the division
+
+
+# --- observation normalisation: the update normalises once ------------------------------------------------------
+@pytest.mark.parametrize("algo", ALGOS)
+def test_normalize_obs_learner_on_raw_obs_is_the_plain_learner_on_normalized_obs(algo):
+    """With --normalize-obs, critics and actor alike must see (obs - mean) / std once, as the rollout's actor does.
+    (A bug fed the actor twice-normalised observations inside the update, so training and acting disagreed.)"""
+    from mjx_tecrl.types import NormalizerState, normalize
+
+    rng = np.random.default_rng(3)
+    norm = NormalizerState(np.asarray(rng.normal(size=OBS_DIM) * 2, np.float32),
+                           np.asarray(rng.uniform(0.2, 5.0, OBS_DIM), np.float32), np.float32(50.0))  # fmt: skip
+    state = init_state(algo, actor_lr=1e-2, critic_lr=1e-2).replace(obs_normalizer=norm)
+    raw = make_batch(seed=5, obs=rng.normal(size=(B, OBS_DIM)) * 3 + 1, next_obs=rng.normal(size=(B, OBS_DIM)) * 3)
+    pre = raw.replace(obs=np.asarray(normalize(norm, raw.obs)), next_obs=np.asarray(normalize(norm, raw.next_obs)))
+    normalizing = _jit(Learner(NETS, algo, "nll", True).update, static_argnames="update_actor")
+    new_norm, m_norm = normalizing(state, raw, key(6), update_actor=True)
+    new_plain, m_plain = update_fn(algo)(state, pre, key(6), update_actor=True)
+    for a, b in zip(leaves(new_norm), leaves(new_plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for k in m_plain:
+        np.testing.assert_allclose(m_norm[k], m_plain[k], rtol=1e-5, atol=1e-6, err_msg=k)
