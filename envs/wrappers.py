@@ -37,6 +37,15 @@ class ScaledActionEnv:
         self._offset = jnp.asarray((high + low) / 2.0, jnp.float32)
 
     @property
+    def action_scale(self) -> np.ndarray:
+        """control = action_offset + action_scale * action, for actions in [-1, 1]."""
+        return np.asarray(self._scale)
+
+    @property
+    def action_offset(self) -> np.ndarray:
+        return np.asarray(self._offset)
+
+    @property
     def unwrapped(self) -> Any:
         return self._env
 

@@ -39,7 +39,8 @@ def policy_path(run_dir: str, member: int | None = None) -> str:
 
 
 def policy_arrays(config, env, learner, member: int = 0, seed: int | None = None) -> dict[str, np.ndarray]:
-    """The policy file's contents from a run's `Config`, its env (`ScaledActionEnv`) and a `LearnerState`."""
+    """The policy file's contents from a run's `Config`, its env (a `ScaledActionEnv`, or any env with
+    `observation_size` and `action_size`) and a `LearnerState`."""
     params = learner.actor_params["params"]["MLP_0"]
     arrays = {
         f"actor/{layer}/{name}": np.asarray(v, np.float32) for layer, p in params.items() for name, v in p.items()
@@ -63,8 +64,9 @@ def policy_arrays(config, env, learner, member: int = 0, seed: int | None = None
         **arrays,
         "obs_mean": np.asarray(norm.mean, np.float32),
         "obs_var": np.asarray(norm.var, np.float32),
-        "action_scale": np.asarray(env._scale, np.float32),
-        "action_offset": np.asarray(env._offset, np.float32),
+        # an env without the [-1, 1] -> control map (not a ScaledActionEnv) takes the actions as they are
+        "action_scale": np.asarray(getattr(env, "action_scale", np.ones(env.action_size)), np.float32),
+        "action_offset": np.asarray(getattr(env, "action_offset", np.zeros(env.action_size)), np.float32),
         "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8),
     }
 

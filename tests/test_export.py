@@ -20,7 +20,7 @@ OBS_DIM, ACT_DIM = 5, 3
 def _fake_env():
     return types.SimpleNamespace(
         observation_size=OBS_DIM, action_size=ACT_DIM,
-        _scale=np.array([0.5, 2.0, 1.0], np.float32), _offset=np.array([0.0, -1.0, 0.25], np.float32),
+        action_scale=np.array([0.5, 2.0, 1.0], np.float32), action_offset=np.array([0.0, -1.0, 0.25], np.float32),
     )  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def test_numpy_act_is_the_jax_deterministic_policy_to_float32_rounding(tmp_path,
     expected = np.asarray(learner.deterministic_action(state, jnp.asarray(obs)))
     assert np.median(np.abs(expected)) < 0.9  # mostly unsaturated: the comparison sees the network, not tanh
     np.testing.assert_allclose(policy.act_unit(obs), expected, rtol=1e-5, atol=2e-6)
-    np.testing.assert_allclose(policy.act(obs), env._offset + env._scale * expected, rtol=1e-5, atol=5e-6)
+    np.testing.assert_allclose(policy.act(obs), env.action_offset + env.action_scale * expected, rtol=1e-5, atol=5e-6)
     assert policy.act(obs[0]).shape == (ACT_DIM,)  # one observation works too
     assert (policy.meta["env"], policy.meta["member"], policy.meta["seed"]) == ("hopper", 2, 7)
     assert policy.meta["config"]["actor_layer_norm"] is layer_norm
@@ -68,3 +68,22 @@ def test_an_unknown_format_version_is_refused(tmp_path):
     path = export.save(str(tmp_path / "p.npz"), arrays)
     with pytest.raises(ValueError, match="policy format 99"):
         export.NumpyPolicy.load(path)
+
+
+def test_an_env_without_an_action_map_exports_the_identity(tmp_path):
+    """A user's env that takes [-1, 1] actions itself (no ScaledActionEnv): act is the unit action."""
+    config = Config(hidden_sizes=(8,))
+    state = Learner.from_config(config, ACT_DIM).init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    bare = types.SimpleNamespace(observation_size=OBS_DIM, action_size=ACT_DIM)
+    policy = export.NumpyPolicy.load(export.save(str(tmp_path / "p.npz"), export.policy_arrays(config, bare, state)))
+    obs = np.ones((2, OBS_DIM), np.float32)
+    np.testing.assert_array_equal(policy.act(obs), policy.act_unit(obs))
+
+
+def test_scaled_action_env_exposes_its_action_map():
+    from mjx_tecrl.envs.wrappers import ScaledActionEnv
+    from toy_envs import CounterEnv
+
+    env = ScaledActionEnv(CounterEnv())
+    np.testing.assert_array_equal(env.action_scale, np.asarray(env._scale))
+    np.testing.assert_array_equal(env.action_offset, np.asarray(env._offset))
