@@ -182,18 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {**(load_config_file(args.config) if args.config else {}), **args.overrides}
     except ConfigError as e:
         fail(str(e))
-    if args.print_config:
-        try:
-            plan = prepare(overrides, sweep)
-        except ConfigError as e:
-            fail(str(e))
-        print(json.dumps(plan.config.to_dict(), indent=2, sort_keys=True))
-        return 0
-    init_distributed(args)
+    if not args.print_config:
+        init_distributed(args)
     try:
         plan = prepare(overrides, sweep)
     except ConfigError as e:
         fail(str(e))
+    if args.print_config:
+        print(json.dumps(plan.config.to_dict(), indent=2, sort_keys=True))
+        return 0
     # after the checks of the input (bad input writes nothing), before anything is compiled
     compile_cache.enable(compile_cache.resolve(args.compile_cache, enabled=not args.no_compile_cache))
     interrupt.set_run_dir(plan.run_dir)  # a Ctrl-C before training tells the user to --resume it

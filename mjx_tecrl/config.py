@@ -300,8 +300,9 @@ def load_config_file(path: str) -> dict[str, Any]:
             text = f.read()
     except OSError as e:
         raise ConfigError(f"--config {path!r} cannot be read ({e.strerror or e})") from None
+    is_yaml = path.endswith((".yaml", ".yml"))
     try:
-        if path.endswith((".yaml", ".yml")):
+        if is_yaml:
             import yaml
 
             data = yaml.safe_load(text)
@@ -311,8 +312,7 @@ def load_config_file(path: str) -> dict[str, Any]:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error is bad input, reported on one line
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"--config {path!r} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} "
-                          f"({first})") from None  # fmt: skip
+        raise ConfigError(f"--config {path!r} is not valid {'YAML' if is_yaml else 'JSON'} ({first})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path!r} must hold a mapping of flag names to values")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}

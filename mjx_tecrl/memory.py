@@ -66,13 +66,18 @@ def estimate(config: Config, env) -> Estimate:
     )
 
 
-def device_free_bytes(device=None) -> int | None:
-    """Free bytes of the device's memory where the backend reports them (GPU), else None."""
+def _memory_stats(device=None) -> dict | None:
+    """The device allocator's statistics (GPU/TPU), or None where the backend keeps none."""
     device = device or jax.local_devices()[0]
     try:
-        stats = device.memory_stats()
+        return device.memory_stats() or None
     except Exception:  # backends without memory statistics
         return None
+
+
+def device_free_bytes(device=None) -> int | None:
+    """Free bytes of the device's memory where the backend reports them (GPU), else None."""
+    stats = _memory_stats(device)
     if not stats or "bytes_limit" not in stats:
         return None
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
@@ -80,11 +85,7 @@ def device_free_bytes(device=None) -> int | None:
 
 def device_peak_bytes(device=None) -> int | None:
     """The device allocator's peak bytes in use so far (GPU/TPU); None where the backend keeps no statistics."""
-    device = device or jax.local_devices()[0]
-    try:
-        stats = device.memory_stats()
-    except Exception:  # backends without memory statistics
-        return None
+    stats = _memory_stats(device)
     return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 

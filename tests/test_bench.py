@@ -64,15 +64,18 @@ def test_quick_defaults_yield_to_given_flags():
 
 
 @pytest.mark.parametrize(
-    "argv, names",
-    [(["--envs", "0"], "--envs"), (["--envs", "16,x"], "--envs"), (["--repeats", "0"], "--repeats"),
-     (["--tasks", "nope"], "'nope'")],
+    "script, argv, names",
+    [("sim", ["--envs", "0"], "--envs"), ("sim", ["--envs", "16,x"], "--envs"),
+     ("sim", ["--repeats", "0"], "--repeats"), ("sim", ["--tasks", "nope"], "'nope'"),
+     ("gpu", ["--parts", "a,x"], "--parts x"), ("gpu", ["--budget-s", "0"], "--budget-s"),
+     ("gpu", ["--train-seconds", "-1"], "--train-seconds")],
 )  # fmt: skip
-def test_bad_flags_exit_2_naming_the_flag(argv, names, capsys):
-    import sim
+def test_bad_flags_exit_2_naming_the_flag(script, argv, names, capsys):
+    """bench/sim.py and bench/gpu.py (issue 18): a bad flag is exit 2 and names itself on the last line."""
+    import importlib
 
     with pytest.raises(SystemExit) as e:
-        sim.main(argv)
+        importlib.import_module(script).main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "error:" in err[-1] and names in err[-1]
@@ -176,20 +179,7 @@ def test_update_breakdown_cases_leave_out_only_what_they_name(tiny_config, fast_
     assert not same(after["full"], learner) and not same(after["gelu_tanh"], after["full"])
 
 
-# --- bench/gpu.py (issue 18): flags here, the whole script at toy sizes under -m slow ---------------------
-@pytest.mark.parametrize(
-    "argv, names", [(["--parts", "a,x"], "--parts x"), (["--budget-s", "0"], "--budget-s"),
-                    (["--train-seconds", "-1"], "--train-seconds")],
-)  # fmt: skip
-def test_gpu_script_bad_flags_exit_2_naming_the_flag(argv, names, capsys):
-    import gpu
-
-    with pytest.raises(SystemExit) as e:
-        gpu.main(argv)
-    assert e.value.code == 2
-    assert names in capsys.readouterr().err.strip().splitlines()[-1]
-
-
+# --- bench/gpu.py (issue 18): its flags above, the whole script at toy sizes under -m slow -----------------
 def test_gpu_script_interrupts_a_run_after_its_compile_and_time(tmp_path):
     """The train parts stop train.py with SIGINT a set time after 'compiled in' (so it writes its summary)."""
     import gpu
