@@ -32,6 +32,7 @@ class EnvSpec:
     kind: str = "gymnasium"  # or "brax"
     backend: str = "mjx"  # brax's pipeline backend (brax tasks only)
     env_scales_actions: bool = False  # brax's step maps [-1, 1] to the ctrlrange itself
+    gym_id: str = ""  # Gymnasium's id of the same task (MuJoCo C), where there is one: `evaluate --sim mujoco`
     tuned: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
 
@@ -213,6 +214,7 @@ for _name, _kw in _TASKS.items():
         name=_name,
         source=f"gymnasium {_kw['gym_id']} (MJX)",
         task=_name,
+        gym_id=_kw["gym_id"],
         tuned={**_presets["tuned"], **_limit},
         paper={**_presets["paper"], **_limit},
     )

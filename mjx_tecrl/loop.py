@@ -183,7 +183,7 @@ class TrainFns:
         env = getattr(self.env, "nominal", self.env)
         sim = jax.vmap(env.reset)(jax.random.split(key, c.num_eval_envs))
         ret, length, _, lost = evaluate_episodes(
-            env, lambda obs: self.learner.deterministic_action(learner, obs), sim, c.episode_length
+            env, lambda obs, _: self.learner.deterministic_action(learner, obs), sim, c.episode_length
         )
         return {
             "eval/episode_return": jnp.mean(ret),
@@ -196,12 +196,14 @@ class TrainFns:
 
 
 def evaluate_episodes(env, policy, sim, episode_length: int):
-    """Run `policy(obs) -> action` in the batch of envs `sim` (fresh from `env.reset`) to the end of every
-    episode or the time limit, whichever comes first (a `while_loop`: it stops once all have ended).
+    """Run `policy(obs, t) -> action` (t: the step's index, for a stochastic policy's key) in the batch of envs
+    `sim` (fresh from `env.reset`) to the end of every episode or the time limit, whichever comes first (a
+    `while_loop`: it stops once all have ended).
 
     A diverged episode (`rollout.diverged`: non-finite or huge physics) ends there, its last reward left out.
     Returns each episode's return [n], length [n], whether it ended before the time limit (terminated or
-    diverged) [n], and whether it diverged [n]. Shared by training-time evaluation and the robustness study.
+    diverged) [n], and whether it diverged [n]. Shared by training-time evaluation, `mjx_tecrl.evaluate` and
+    the robustness study.
     """
     n = sim.obs.shape[0]
     no = jnp.zeros((n,), bool)
@@ -213,7 +215,7 @@ def evaluate_episodes(env, policy, sim, episode_length: int):
 
     def body(carry):
         sim, ret, length, alive, lost = carry
-        nxt = jax.vmap(env.step)(sim, policy(sim.obs))
+        nxt = jax.vmap(env.step)(sim, policy(sim.obs, jnp.max(length)))
         bad = rollout.diverged(nxt)
         ret = ret + jnp.where(alive & ~bad, nxt.reward, 0.0)
         length = length + alive.astype(jnp.int32)

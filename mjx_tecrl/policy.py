@@ -87,8 +87,9 @@ def stacked_hyperparams(config: Config, members: list[dict[str, Any]], action_di
     )
 
 
-def load_run(run_dir: str) -> LoadedRun:
-    """Every policy of `run_dir`; raises ConfigError (one line) when the directory is not a usable run."""
+def load_run(run_dir: str, physics: str | None = None) -> LoadedRun:
+    """Every policy of `run_dir`, in its env (under `physics`, default the run's); raises ConfigError (one line)
+    when the directory is not a usable run."""
     from mjx_tecrl.envs import registry
     from mjx_tecrl.loop import make_train
 
@@ -99,7 +100,11 @@ def load_run(run_dir: str) -> LoadedRun:
         payload, meta = checkpoint.load_meta(ckpt_dir)
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"{run_dir!r}: {e}") from None
-    fns = make_train(config, registry.make(config.env, physics=config.physics))
+    try:
+        env = registry.make(config.env, physics=physics or config.physics)
+    except ValueError as e:  # a physics the task does not have
+        raise ConfigError(f"--physics: {e}") from None
+    fns = make_train(config, env)
     key = jax.random.PRNGKey(0)
     if sweep is None:
         template = jax.eval_shape(fns._init, key, config.hyperparams(fns.env.action_size))

@@ -229,20 +229,36 @@ def frame_strip(frames: list[np.ndarray], count: int) -> np.ndarray:
     return np.concatenate([frames[i] for i in picks], axis=1)
 
 
-def render_run(run_dir: str, out: str = "policy.mp4", episodes: int = 2, member: int = 0, max_steps: int = 0,
-               width: int = 480, height: int = 360, camera: int | str = -1, fps: float = 0.0,
-               strip_frames: int = 6, seed: int = 0, distance: float = 0.0) -> Rendered:  # fmt: skip
-    """Render `episodes` episodes of a run's deterministic policy to `out` and its frame strip.
+def check_video(out: str, flag: str = "--out") -> str:
+    """Refuse a video path that cannot be written (ConfigError), then pick the GL backend (RendererMissing when
+    none works): both before a run is loaded or anything imports mujoco's GL modules. Returns the backend."""
+    if os.path.splitext(out)[1].lower() != ".mp4":
+        raise ConfigError(f"{flag} {out!r}: use a .mp4 file name")
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise ConfigError(f"{flag} {out!r}: directory {out_dir!r} does not exist")
+    backend = select_backend()
+    _gl_context_class(backend)  # a backend that cannot load fails here
+    return backend
 
-    Raises ConfigError for unusable input and RendererMissing when no offscreen GL works; nothing is
-    written then. `max_steps` 0 means the run's episode_length; `fps` 0 means real time (1 / env dt)."""
-    backend = select_backend()  # before anything imports mujoco's GL modules
-    _gl_context_class(backend)  # a backend that cannot load fails here, before the run is loaded
+
+def render_run(run_dir: str, out: str = "policy.mp4", **options: Any) -> Rendered:
+    """Render a run directory's policy (`render_loaded`'s options); ConfigError / RendererMissing before anything
+    is written."""
+    backend = check_video(out)
     from mjx_tecrl.policy import load_run
 
-    run = load_run(run_dir)
+    return render_loaded(load_run(run_dir), out, backend, **options)
+
+
+def render_loaded(run, out: str, backend: str, episodes: int = 2, member: int = 0, max_steps: int = 0,
+                  width: int = 480, height: int = 360, camera: int | str = -1, fps: float = 0.0,
+                  strip_frames: int = 6, seed: int = 0, distance: float = 0.0) -> Rendered:  # fmt: skip
+    """Render `episodes` episodes of a loaded run's deterministic policy to `out` and its frame strip.
+
+    `max_steps` 0 means the run's episode_length; `fps` 0 means real time (1 / env dt)."""
     if not 0 <= member < len(run.members):
-        raise ConfigError(f"--member {member}: {run_dir!r} has members 0..{len(run.members) - 1}")
+        raise ConfigError(f"--member {member}: {run.run_dir!r} has members 0..{len(run.members) - 1}")
     # The screen first: a bad camera is refused before the rollout is compiled.
     screen = Offscreen(host_model(run.env), width, height, backend, camera, distance=distance)
     try:
@@ -307,11 +323,6 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"--fps {args.fps}: must be positive (or 0 for real time)")
     if not args.distance >= 0:
         _fail(f"--distance {args.distance}: must be positive (or 0 for MuJoCo's default)")
-    if os.path.splitext(args.out)[1].lower() != ".mp4":
-        _fail(f"--out {args.out!r}: use a .mp4 file name")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        _fail(f"--out {args.out!r}: directory {out_dir!r} does not exist")
     if not os.path.isdir(args.run_dir):
         _fail(f"{args.run_dir!r} is not a directory")
     try:

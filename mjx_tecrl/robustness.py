@@ -121,7 +121,7 @@ def make_program(penv: Any, deterministic_action: Any, episode_length: int):
     def program(learner, keys, perturbation):
         sim = jax.vmap(penv.reset_with)(keys, perturbation)
         ret, length, fell, _ = evaluate_episodes(
-            penv, lambda obs: deterministic_action(learner, obs), sim, episode_length
+            penv, lambda obs, _: deterministic_action(learner, obs), sim, episode_length
         )
         return ret, length, fell  # a diverged episode counts as a fall
 

@@ -31,7 +31,18 @@ def _train(tmp_path: Path, *argv: str) -> dict:
     with open(out / "metrics.csv") as f:
         returns = [float(r["eval/episode_return"]) for r in csv.DictReader(f)]
     assert summary["best_eval_return"] == max(returns)  # the summary agrees with the evaluations logged
-    return {"summary": summary, "returns": returns, "stdout": proc.stdout}
+    return {"summary": summary, "returns": returns, "stdout": proc.stdout, "dir": out}
+
+
+def _assert_same_return_in_mujoco_c(result: dict, episodes: int) -> None:
+    """The run's policy file, in numpy, in Gymnasium's own task (MuJoCo C, float64: `evaluate --sim mujoco`)
+    scores what the final MJX evaluation scored, within 20% (other initial states, float32 against float64)."""
+    argv = [str(result["dir"]), "--sim", "mujoco", "--episodes", str(episodes)]
+    proc = subprocess.run([sys.executable, "-m", "mjx_tecrl.evaluate", *argv], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    evaluation = json.loads((result["dir"] / "evaluation_mujoco.json").read_text())
+    mujoco_c, mjx = evaluation["members"][0]["return_mean"], result["returns"][-1]
+    assert abs(mujoco_c - mjx) <= 0.2 * abs(mjx) + 20.0, (mujoco_c, mjx, evaluation["members"][0]["returns"])
 
 
 def test_dsac_e_learns_inverted_pendulum(tmp_path):
@@ -47,6 +58,7 @@ def test_dsac_e_learns_inverted_pendulum(tmp_path):
     assert s["env_steps"] >= 15000 and s["algo"] == "dsac-e" and s["env"] == "inverted_pendulum"
     assert s["best_eval_return"] >= 900.0, result["returns"]
     assert result["returns"][0] < 900.0  # learned during the run: the evaluation is not trivially at its maximum
+    _assert_same_return_in_mujoco_c(result, episodes=5)
 
 
 HALFCHEETAH = ["--env", "halfcheetah", "--total-steps", "25000", "--learning-starts", "5000", "--eval-every", "5000",
@@ -69,6 +81,7 @@ def test_dsac_e_learns_halfcheetah(tmp_path):
     assert s["env"] == "halfcheetah" and 25000 <= s["env_steps"] < 25000 + 32  # within one iteration of the budget
     assert s["best_eval_return"] >= 400.0, result["returns"]  # random: -280; the seed measured 813
     assert s["best_eval_return"] - result["returns"][0] >= 300.0, result["returns"]  # learned during the run
+    _assert_same_return_in_mujoco_c(result, episodes=3)
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ traced step. The end-to-end test evaluates untrained tiny policies on inverted_p
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import subprocess
@@ -22,10 +21,10 @@ import numpy as np
 import pytest
 from mjx_tecrl.envs import registry
 from mjx_tecrl.envs.perturb import NAMES, NEUTRAL, SCALES, Perturbation, PerturbedEnv, parse_ranges, scale_model
+from tiny_runs import tiny_run_dir
 from toy_envs import PROBE_FIELDS, ProbeEnv
 
-from mjx_tecrl import checkpoint, cli, robustness, rollout
-from mjx_tecrl.config import make_config
+from mjx_tecrl import cli, robustness, rollout
 from mjx_tecrl.loop import make_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,45 +201,14 @@ def test_parse_ranges():
 
 
 # --- the CLI -----------------------------------------------------------------------------------------------
-def _tiny_run(run_dir: Path, algo: str, seed: int, sweep_rhos: tuple[float, ...] = ()) -> None:
-    """A run directory holding an untrained tiny policy (no training: the study only needs a checkpoint);
-    with `sweep_rhos`, a sweep's directory: one member per rho, seeds seed, seed + 1, ..."""
-    config = make_config(
-        env="inverted_pendulum", algo=algo, seed=seed, hidden_sizes=(16, 16), num_envs=4, batch_size=8,
-        buffer_size=64, learning_starts=8, total_steps=64, eval_every=8, num_eval_envs=3, episode_length=40,
-        out=str(run_dir),
-    )  # fmt: skip
-    fns = make_train(config, registry.make(config.env))
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
-    members = [(seed + i, dataclasses.replace(config, rho=rho)) for i, rho in enumerate(sweep_rhos)] or [(seed, config)]
-    learners = []
-    for s, c in members:
-        hp = c.hyperparams(fns.env.action_size)
-        learners.append(fns.learner.init(jax.random.PRNGKey(s), fns.env.observation_size, hp))
-    hp = config.hyperparams(fns.env.action_size)
-    # The env and replay parts of the state stay zeros: a study never reads them.
-    template = jax.eval_shape(fns._init, jax.random.PRNGKey(seed), hp)
-    if sweep_rhos:
-        template = jax.eval_shape(jax.vmap(fns._init), jax.random.split(jax.random.PRNGKey(seed), len(members)),
-                                  jax.tree.map(lambda x: jnp.stack([x] * len(members)), hp))  # fmt: skip
-        learner = jax.tree.map(lambda *xs: np.stack(xs), *learners)
-        sweep = [{"member": i, "seed": s, "hyperparams": {"rho": c.rho}} for i, (s, c) in enumerate(members)]
-        (run_dir / "sweep.json").write_text(json.dumps({"members": sweep}))
-    else:
-        learner = learners[0]
-    state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template).replace(learner=learner)
-    checkpoint.save(str(run_dir / "checkpoints"), state, {"env_steps": 0, "has_buffer": True})
-
-
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     runs = {"dsac-e": root / "e", "sac": root / "sac"}
     for seed, (algo, d) in enumerate(runs.items()):
-        _tiny_run(d, algo, seed)
+        tiny_run_dir(d, algo, seed)
     runs["sweep"] = root / "sweep"
-    _tiny_run(runs["sweep"], "dsac-e", 5, sweep_rhos=(0.5, 1.0))
+    tiny_run_dir(runs["sweep"], "dsac-e", 5, sweep_rhos=(0.5, 1.0))
     return runs
 
 

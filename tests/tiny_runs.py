@@ -1,0 +1,48 @@
+"""Run directories for the tests of the commands that read one (robustness, evaluate): config.json and a checkpoint
+of untrained tiny policies, written without training (nothing compiled)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from mjx_tecrl.envs import registry
+
+from mjx_tecrl import checkpoint
+from mjx_tecrl.config import make_config
+from mjx_tecrl.loop import make_train
+
+
+def tiny_run_dir(run_dir: Path, algo: str, seed: int, sweep_rhos: tuple[float, ...] = ()) -> None:
+    """A run directory holding an untrained tiny policy (no training: the study only needs a checkpoint);
+    with `sweep_rhos`, a sweep's directory: one member per rho, seeds seed, seed + 1, ..."""
+    config = make_config(
+        env="inverted_pendulum", algo=algo, seed=seed, hidden_sizes=(16, 16), num_envs=4, batch_size=8,
+        buffer_size=64, learning_starts=8, total_steps=64, eval_every=8, num_eval_envs=3, episode_length=40,
+        out=str(run_dir),
+    )  # fmt: skip
+    fns = make_train(config, registry.make(config.env))
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    members = [(seed + i, dataclasses.replace(config, rho=rho)) for i, rho in enumerate(sweep_rhos)] or [(seed, config)]
+    learners = []
+    for s, c in members:
+        hp = c.hyperparams(fns.env.action_size)
+        learners.append(fns.learner.init(jax.random.PRNGKey(s), fns.env.observation_size, hp))
+    hp = config.hyperparams(fns.env.action_size)
+    # The env and replay parts of the state stay zeros: a study never reads them.
+    template = jax.eval_shape(fns._init, jax.random.PRNGKey(seed), hp)
+    if sweep_rhos:
+        template = jax.eval_shape(jax.vmap(fns._init), jax.random.split(jax.random.PRNGKey(seed), len(members)),
+                                  jax.tree.map(lambda x: jnp.stack([x] * len(members)), hp))  # fmt: skip
+        learner = jax.tree.map(lambda *xs: np.stack(xs), *learners)
+        sweep = [{"member": i, "seed": s, "hyperparams": {"rho": c.rho}} for i, (s, c) in enumerate(members)]
+        (run_dir / "sweep.json").write_text(json.dumps({"members": sweep}))
+    else:
+        learner = learners[0]
+    state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template).replace(learner=learner)
+    checkpoint.save(str(run_dir / "checkpoints"), state, {"env_steps": 0, "has_buffer": True})
