@@ -203,6 +203,10 @@ class PerturbedState:
         return self.inner.pipeline_state
 
 
+class NotPerturbable(ValueError):
+    """The env has no model (`env.unwrapped.sys`) whose fields a perturbation could scale."""
+
+
 class PerturbedEnv:
     """A registry env whose every environment has its own physics and noise (see the module docstring).
 
@@ -229,7 +233,12 @@ class PerturbedEnv:
         self.observation_size = env.observation_size
         self.action_size = env.action_size
         self.dt = env.dt
-        self.base_sys = env.unwrapped.sys
+        self.base_sys = getattr(env.unwrapped, "sys", None)
+        if self.base_sys is None:
+            raise NotPerturbable(
+                f"{type(env.unwrapped).__name__} exposes no MJX model as `sys` to perturb (robustness studies and "
+                "--randomize need one; docs/envs.md, 'Your own task')"
+            )
         self._push = _root_push_basis(self.base_sys)
 
     @property

@@ -4,22 +4,35 @@ Bare names (`hopper`, `humanoid`, ...) are the Gymnasium MuJoCo v5 tasks running
 (`mjx_tecrl.envs.gym_tasks`); `brax:<name>` is brax's MJX version of the task (swimmer: brax's generalized
 backend). `physics` picks the solver settings of a Gymnasium task: `faithful` (the file's, closest to
 MuJoCo C) or `fast` (one Newton iteration, as brax's MJX tasks); brax's tasks keep their own.
+
+A user's own task: `register(name, factory)` from Python, or `--env package.module:factory` (imported when first
+named); the env contract is `check_env`'s (docs/envs.md, "Your own task").
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mjx_tecrl.envs.gym_base import PHYSICS
+from mjx_tecrl.envs.gym_base import PHYSICS, mjx_module
 from mjx_tecrl.envs.wrappers import ScaledActionEnv
+
+from mjx_tecrl.config import ConfigError
 
 
 class UnknownEnvError(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class EnvFactoryError(ConfigError):
+    """A user's task that cannot be used: its module does not import, or its factory's env breaks the contract."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class EnvSpec:
     backend: str = "mjx"  # brax's pipeline backend (brax tasks only)
     env_scales_actions: bool = False  # brax's step maps [-1, 1] to the ctrlrange itself
     gym_id: str = ""  # Gymnasium's id of the same task (MuJoCo C), where there is one: `evaluate --sim mujoco`
+    factory: Callable[[], Any] | None = None  # kind "custom": the user's env factory (`register`)
     tuned: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
 
@@ -50,6 +64,13 @@ class EnvSpec:
         if self.kind != "gymnasium" and physics != "faithful":
             raise ValueError(f"physics {physics!r} applies to the Gymnasium tasks only, not {self.name!r}")
         with _mjx_models_on_a_local_device():
+            if self.kind == "custom":
+                try:
+                    env = self.factory()
+                except Exception as e:
+                    raise EnvFactoryError(f"--env {self.name!r}: the factory raised {type(e).__name__}: {e}") from e
+                check_env(self.name, env)
+                return ScaledActionEnv(env, env_scales_actions=self.env_scales_actions)
             if self.kind == "gymnasium":
                 from mjx_tecrl.envs.gym_tasks import TASKS
 
@@ -230,23 +251,112 @@ for _name, _kw in _TASKS.items():
     )
 
 
+_BUILTIN = frozenset(_REGISTRY)
+PREFIXES = ("brax",)  # `prefix:<task>` names; any other `a.b:c` is a module path and a factory in it
+
+
+def register(
+    name: str,
+    factory: Callable[[], Any],
+    tuned: dict[str, Any] | None = None,
+    paper: dict[str, Any] | None = None,
+    *,
+    env_scales_actions: bool = False,
+    source: str = "",
+) -> EnvSpec:
+    """Make `factory() -> env` trainable as `--env name` in this process (train, sweeps, evaluate, render, and
+    robustness where the env has an MJX model in `sys`). `tuned` / `paper`: the task's presets (Config field
+    overrides); `tuned`, the default, starts from the locomotion tasks' values (one update per env step, lr
+    3e-4, LayerNorm critics), `paper` from the spec's defaults. Actions in [-1, 1] are mapped to
+    `env.sys.actuator_ctrlrange` where the env has one, unless `env_scales_actions` (the env maps them itself).
+    Returns the spec; re-registering a name replaces it."""
+    if not isinstance(name, str) or not name or name in _BUILTIN or name.split(":")[0] in PREFIXES:
+        raise ValueError(f"register: name {name!r} is empty or taken by a built-in task")
+    if not callable(factory):
+        raise TypeError(f"register: factory {factory!r} is not callable")
+    from mjx_tecrl.config import Config
+
+    for preset in (tuned or {}, paper or {}):
+        Config.fields_of(preset)  # ConfigError naming a key that is not a Config field
+    where = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
+    _REGISTRY[name] = EnvSpec(name=name, source=source or f"user ({where})", task=name, kind="custom",
+                              env_scales_actions=env_scales_actions, factory=factory,
+                              tuned={**_TUNED_3E4, **(tuned or {})}, paper=dict(paper or {}))  # fmt: skip
+    return _REGISTRY[name]
+
+
+def check_env(name: str, env: Any) -> None:
+    """The env contract (brax's): `reset(key) -> state`, `step(state, action) -> state` on one env, with
+    `state.obs` [observation_size], `state.reward` and `state.done` (1.0 on a termination) scalars; an integer
+    `action_size` and a float `dt` (seconds per step). EnvFactoryError (one line) naming what is missing."""
+    missing = [a for a in ("reset", "step") if not callable(getattr(env, a, None))]
+    missing += [a for a in ("action_size", "dt") if not hasattr(env, a)]
+    if missing:
+        raise EnvFactoryError(
+            f"--env {name!r}: the factory returned a {type(env).__name__} without {', '.join(missing)}; an env needs "
+            "reset(key), step(state, action), action_size and dt (docs/envs.md, 'Your own task')"
+        )
+    import jax
+
+    try:
+        state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        fields = {f: getattr(state, f, None) for f in ("obs", "reward", "done")}
+    except Exception as e:
+        raise EnvFactoryError(f"--env {name!r}: reset(key) failed ({type(e).__name__}: {e})") from e
+    bad = [f for f, v in fields.items() if v is None or len(v.shape) != (1 if f == "obs" else 0)]
+    if bad:
+        raise EnvFactoryError(
+            f"--env {name!r}: reset(key) must return one env's state with obs [n] and scalar reward and done; "
+            f"got {', '.join(f + ' ' + str(getattr(fields[f], 'shape', None)) for f in bad)}"
+        )
+
+
+def _import_factory(name: str) -> EnvSpec:
+    """`package.module:factory` -> its spec, registered under that name; EnvFactoryError when it does not import."""
+    module_name, _, attr = name.partition(":")
+    if os.getcwd() not in sys.path:  # importable from the working directory, as under `python -m`
+        sys.path.append(os.getcwd())
+    mjx_module()  # imported quietly first: MJX prints 'Failed to import warp' when the user's module imports it
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or the module's own error
+        raise EnvFactoryError(
+            f"--env {name!r}: module {module_name!r} does not import ({type(e).__name__}: {e})"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise EnvFactoryError(f"--env {name!r}: module {module_name!r} has no callable {attr!r}")
+    if name not in _REGISTRY:  # the module may register its task's presets under this name itself
+        register(name, factory, source=f"user ({name})")
+    return _REGISTRY[name]
+
+
 def list_envs() -> tuple[str, ...]:
     """Every registered name, aliases included."""
     return tuple(_REGISTRY)
 
 
 def bare_names() -> tuple[str, ...]:
-    return tuple(n for n in _REGISTRY if ":" not in n)
+    """The Gymnasium tasks."""
+    return tuple(n for n in _REGISTRY if n in _BUILTIN and ":" not in n)
+
+
+def user_names() -> tuple[str, ...]:
+    """The tasks registered in this process (`register`, or `--env module:factory` once named)."""
+    return tuple(n for n in _REGISTRY if n not in _BUILTIN)
 
 
 def spec(name: str) -> EnvSpec:
-    """The spec of a task; an unknown name raises UnknownEnvError listing the known ones."""
-    try:
+    """The spec of a task; `package.module:factory` is imported; an unknown name raises UnknownEnvError."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownEnvError(
-            f"unknown env {name!r}; known: {', '.join(bare_names())} (prefix brax: for brax's version)"
-        ) from None
+    module, sep, attr = name.partition(":")
+    if sep and module and attr and module not in PREFIXES:
+        return _import_factory(name)
+    raise UnknownEnvError(
+        f"unknown env {name!r}; known: {', '.join(bare_names())} (prefix brax: for brax's version), "
+        "or your own as package.module:factory"
+    )
 
 
 def make(name: str, physics: str = "faithful") -> ScaledActionEnv:

@@ -151,7 +151,8 @@ def init_distributed(args: Args) -> None:
 
 
 def list_envs_table() -> str:
-    """The bare task names (brax's versions: brax:<name>) with sizes, control timestep, frame skip and source."""
+    """Every name --env accepts: the Gymnasium tasks with sizes, control timestep, frame skip and source; brax's
+    versions (brax:<name>); tasks registered in this process; and how to name one's own."""
     from mjx_tecrl.envs import registry
 
     rows = [("name", "obs", "act", "dt", "frame_skip", "time_limit", "rho (tuned)", "source")]
@@ -161,8 +162,19 @@ def list_envs_table() -> str:
         sizes = (str(d["observation_size"]), str(d["action_size"]), f"{d['dt']:g}", str(d["frame_skip"]))
         limit, rho = str(spec.tuned.get("episode_length", 1000)), str(spec.tuned.get("rho", 1.0))
         rows.append((name, *sizes, limit, rho, d["source"]))
+    for name in registry.user_names():
+        spec = registry.spec(name)
+        rows.append((name, "", "", "", "", str(spec.tuned.get("episode_length", 1000)),
+                     str(spec.tuned.get("rho", 1.0)), spec.source))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    braxes = [n for n in registry.list_envs() if n.startswith("brax:")]
+    lines += [
+        "",
+        f"brax:<name>: brax's MJX version of each task above ({len(braxes)} names: {', '.join(braxes)}); "
+        "its own observations, rewards and solver settings",
+        "package.module:factory: your own task (docs/envs.md, 'Your own task'), e.g. examples.point_mass:make_env",
+    ]
     return "\n".join(lines)
 
 

@@ -335,9 +335,11 @@ def make_config(**overrides: Any) -> Config:
     base = Config()
     env = overrides.get("env", base.env)
     try:
-        task = registry.spec(env)
+        task = registry.spec(env)  # a user's package.module:factory is imported here (EnvFactoryError)
     except registry.UnknownEnvError as e:
-        raise ConfigError(f"--env {env!r} is unknown; known: {', '.join(registry.bare_names())}") from e
+        raise ConfigError(
+            f"--env {env!r} is unknown; known: {', '.join(registry.bare_names())}, or package.module:factory"
+        ) from e
     num_envs = overrides.get("num_envs", task.tuned.get("num_envs", base.num_envs))
     preset = overrides.get("preset", default_preset(num_envs))
     if preset not in registry.PRESETS:  # before the preset's values are looked up

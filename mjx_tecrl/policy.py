@@ -102,6 +102,10 @@ def load_run(run_dir: str, physics: str | None = None) -> LoadedRun:
         raise ConfigError(f"{run_dir!r}: {e}") from None
     try:
         env = registry.make(config.env, physics=physics or config.physics)
+    except registry.UnknownEnvError as e:
+        raise ConfigError(f"{run_dir!r}: {e}") from None
+    except ConfigError:  # a user's task whose module no longer imports
+        raise
     except ValueError as e:  # a physics the task does not have
         raise ConfigError(f"--physics: {e}") from None
     fns = make_train(config, env)

@@ -523,11 +523,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = [load_run(d) for d in args.runs]
     except ConfigError as e:
         fail(str(e))
-    if any(a.name == "push" for a in axes):
-        from mjx_tecrl.envs.perturb import PerturbedEnv
+    from mjx_tecrl.envs.perturb import NotPerturbable, PerturbedEnv
 
-        nominal = getattr(runs[0].fns.env, "nominal", runs[0].fns.env)
-        if not PerturbedEnv(nominal).can_push:
+    nominal = getattr(runs[0].fns.env, "nominal", runs[0].fns.env)
+    try:
+        perturbable = PerturbedEnv(nominal)
+    except NotPerturbable as e:
+        fail(f"--perturb: {runs[0].config.env}: {e}")
+    if any(a.name == "push" for a in axes):
+        if not perturbable.can_push:
             fail(f"--perturb push: {runs[0].config.env} has no root body that can move horizontally to push")
     points = grid(axes, args.one_at_a_time)
     n_policies = sum(len(r.members) for r in runs)

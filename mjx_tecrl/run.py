@@ -184,7 +184,14 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     from mjx_tecrl.loop import make_train
 
     config, run_dir = plan.config, plan.run_dir
-    env = registry.make(config.env, physics=config.physics)
+    env = registry.make(config.env, physics=config.physics)  # a user's task is checked here (EnvFactoryError)
+    if config.randomize:
+        from mjx_tecrl.envs.perturb import NotPerturbable, PerturbedEnv
+
+        try:
+            PerturbedEnv(env)
+        except NotPerturbable as e:
+            raise ConfigError(f"--randomize {config.randomize!r}: {e}") from None
     memory.check(config, env, members=max(len(plan.members), 1))  # before anything is compiled or written
     writer = jax.process_index() == 0
     if not writer:

@@ -140,11 +140,15 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(bad_input_results, c
 def test_list_envs_prints_every_bare_name_and_exits_0(tmp_path):
     proc = subprocess.run([sys.executable, TRAIN, "--list-envs"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
+    table, _, notes = proc.stdout.partition("\n\n")
+    rows = [line.split() for line in table.splitlines() if line.strip()]
     assert rows[0][0] == "name"
     first_column = [r[0] for r in rows[1:]]
     assert sorted(first_column) == sorted(registry.bare_names())
     assert len(registry.bare_names()) >= 10  # the Gymnasium MuJoCo suite
+    braxes = [n for n in registry.list_envs() if n.startswith("brax:")]
+    assert len(braxes) == len(first_column) and all(n in notes for n in braxes)  # every brax:<name> --env takes
+    assert "package.module:factory" in notes
     assert list(tmp_path.iterdir()) == []
 
 
