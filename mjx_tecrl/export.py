@@ -11,6 +11,9 @@ sweep writes one per member, `members/mNNN/policy.npz`.
 `act` is the JAX deterministic policy (tanh of the actor's mean, spec §2.1, then the env's [-1, 1] -> control
 range map) in float32 numpy: GELU as erf, LayerNorm as flax computes it; it matches the JAX policy to float32
 rounding (tests/test_export.py). A policy trained with `--matmul-dtype bfloat16` is computed here in float32.
+
+`python -m mjx_tecrl.export RUN_DIR --onnx` also writes `policy.onnx`: the same JAX function, obs [batch,
+observation_size] -> control [batch, action_size], converted by jax2onnx (`pip install 'mjx_tecrl[onnx]'`).
 """
 
 from __future__ import annotations
@@ -27,15 +30,24 @@ import numpy as np
 
 FORMAT_VERSION = 1
 FILE_NAME = "policy.npz"
+ONNX_NAME = "policy.onnx"
+ONNX_HINT = "pip install 'mjx_tecrl[onnx]' (jax2onnx, onnxruntime)"
 _LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
-def policy_path(run_dir: str, member: int | None = None) -> str:
+def policy_path(run_dir: str, member: int | None = None, name: str = FILE_NAME) -> str:
     """Where the policy file of a run (or of sweep member `member`) goes."""
     from mjx_tecrl.policy import member_dir
 
-    return os.path.join(run_dir if member is None else member_dir(run_dir, member), FILE_NAME)
+    return os.path.join(run_dir if member is None else member_dir(run_dir, member), name)
+
+
+def action_map(env) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset): control = offset + scale * action for actions in [-1, 1]; an env without the map (not a
+    ScaledActionEnv) takes the actions as they are."""
+    scale = np.asarray(getattr(env, "action_scale", np.ones(env.action_size)), np.float32)
+    return scale, np.asarray(getattr(env, "action_offset", np.zeros(env.action_size)), np.float32)
 
 
 def policy_arrays(config, env, learner, member: int = 0, seed: int | None = None) -> dict[str, np.ndarray]:
@@ -60,13 +72,13 @@ def policy_arrays(config, env, learner, member: int = 0, seed: int | None = None
         "normalize_obs": bool(config.normalize_obs),
         "config": config.to_dict(),
     }
+    scale, offset = action_map(env)
     return {
         **arrays,
         "obs_mean": np.asarray(norm.mean, np.float32),
         "obs_var": np.asarray(norm.var, np.float32),
-        # an env without the [-1, 1] -> control map (not a ScaledActionEnv) takes the actions as they are
-        "action_scale": np.asarray(getattr(env, "action_scale", np.ones(env.action_size)), np.float32),
-        "action_offset": np.asarray(getattr(env, "action_offset", np.zeros(env.action_size)), np.float32),
+        "action_scale": scale,
+        "action_offset": offset,
         "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8),
     }
 
@@ -80,16 +92,53 @@ def save(path: str, arrays: dict[str, np.ndarray]) -> str:
     return path
 
 
-def export_run(run_dir: str) -> list[str]:
-    """Write the policy file of every policy in `run_dir` from its checkpoint; returns the paths."""
+def export_run(run_dir: str, onnx: bool = False) -> list[str]:
+    """Write the policy file (and with `onnx`, policy.onnx) of every policy in `run_dir` from its checkpoint;
+    returns the paths. ConfigError for a directory without a usable run, or `onnx` without jax2onnx."""
     from mjx_tecrl.policy import load_run
 
+    if onnx:
+        _jax2onnx()
     run = load_run(run_dir)
     paths = []
     for m in run.members:
         arrays = policy_arrays(run.config, run.env, m.learner, m.index, m.seed)
         paths.append(save(policy_path(run_dir, m.index if run.is_sweep else None), arrays))
+        if onnx:
+            path = policy_path(run_dir, m.index if run.is_sweep else None, ONNX_NAME)
+            with open(path + ".tmp", "wb") as f:
+                f.write(onnx_policy(run, m.index))
+            os.replace(path + ".tmp", path)
+            paths.append(path)
     return paths
+
+
+def _jax2onnx():
+    from mjx_tecrl.config import ConfigError
+
+    try:
+        from jax2onnx import to_onnx
+    except ImportError:
+        raise ConfigError(f"--onnx needs jax2onnx: {ONNX_HINT}") from None
+    return to_onnx
+
+
+def onnx_policy(run, member: int = 0) -> bytes:
+    """Member `member`'s deterministic policy, obs [batch, observation_size] -> control [batch, action_size] (the
+    JAX function `act` reproduces), as a serialised ONNX model (input `obs`, output `ctrl`, float32)."""
+    import jax.numpy as jnp
+
+    from mjx_tecrl.robustness import policy_view
+
+    learner = policy_view(run.members[member].learner)
+    scale, offset = (jnp.asarray(x) for x in action_map(run.env))
+
+    def act(obs):
+        return offset + scale * run.fns.learner.deterministic_action(learner, obs)
+
+    model = _jax2onnx()(act, [("batch", int(run.env.observation_size))], model_name="mjx_tecrl_policy",
+                        input_names=["obs"], output_names=["ctrl"])  # fmt: skip
+    return model.SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -152,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m mjx_tecrl.export", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (train.py --out, or a sweep)")
+    p.add_argument("--onnx", action="store_true", help=f"also write policy.onnx ({ONNX_HINT})")
     args = p.parse_args(argv)
     for run_dir in args.run_dirs:
         try:
-            paths = export_run(run_dir)
+            paths = export_run(run_dir, onnx=args.onnx)
         except ConfigError as e:
             print(f"export: error: {e}", file=sys.stderr)
             return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import types
 
 import jax
@@ -87,3 +88,34 @@ def test_scaled_action_env_exposes_its_action_map():
     env = ScaledActionEnv(CounterEnv())
     np.testing.assert_array_equal(env.action_scale, np.asarray(env._scale))
     np.testing.assert_array_equal(env.action_offset, np.asarray(env._offset))
+
+
+def test_the_onnx_export_is_the_jax_policy_in_onnxruntime(tmp_path):
+    """`export --onnx`: policy.onnx beside policy.npz, for every member of a sweep; onnxruntime gives the JAX
+    deterministic policy's control (action map included) for a batch of any size."""
+    import onnxruntime
+    from tiny_runs import tiny_run_dir
+
+    from mjx_tecrl.policy import load_run
+
+    run_dir = tmp_path / "sweep"
+    tiny_run_dir(run_dir, "dsac-e", 3, sweep_rhos=(0.5, 1.0))
+    assert export.main([str(run_dir), "--onnx"]) == 0
+    run = load_run(str(run_dir))
+    scale, offset = export.action_map(run.env)
+    assert scale.tolist() == [3.0] and offset.tolist() == [0.0]  # InvertedPendulum's ctrlrange [-3, 3]
+    obs = np.random.default_rng(0).normal(size=(5, run.env.observation_size)).astype(np.float32)
+    for m in run.members:
+        session = onnxruntime.InferenceSession(str(run_dir / "members" / f"m{m.index:03d}" / export.ONNX_NAME))
+        expected = offset + scale * np.asarray(run.fns.learner.deterministic_action(m.learner, obs))
+        np.testing.assert_allclose(session.run(None, {"obs": obs})[0], expected, rtol=1e-5, atol=2e-6)
+        assert session.run(None, {"obs": obs[:1]})[0].shape == (1, 1)
+    one, two = (np.asarray(run.fns.learner.deterministic_action(m.learner, obs)) for m in run.members)
+    assert not np.allclose(one, two)  # two members, two policies
+
+
+def test_onnx_without_jax2onnx_exits_2_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)  # as if the onnx extra were not installed
+    assert export.main([str(tmp_path), "--onnx"]) == 2  # before the run directory is read
+    err = capsys.readouterr().err
+    assert "pip install 'mjx_tecrl[onnx]'" in err and len(err.strip().splitlines()) == 1
