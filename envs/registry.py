@@ -252,7 +252,7 @@ for _name, _kw in _TASKS.items():
 
 
 _BUILTIN = frozenset(_REGISTRY)
-PREFIXES = ("brax",)  # `prefix:<task>` names; any other `a.b:c` is a module path and a factory in it
+PREFIXES = ("brax", "playground")  # `prefix:<task>` names; any other `a.b:c` is a module path and a factory in it
 
 
 def register(
@@ -331,6 +331,23 @@ def _import_factory(name: str) -> EnvSpec:
     return _REGISTRY[name]
 
 
+def _playground_spec(name: str, task: str) -> EnvSpec:
+    """`playground:<Name>`: MuJoCo Playground's task through `envs/playground.py`, registered when first named."""
+    from mjx_tecrl.envs import playground
+
+    try:
+        known = playground._registry().ALL_ENVS
+    except ImportError as e:
+        raise EnvFactoryError(f"--env {name!r}: {e}") from None
+    if task not in known:
+        raise EnvFactoryError(f"--env {name!r}: Playground has no task {task!r}; it has {', '.join(known)}")
+    tuned = {**_TUNED_3E4, "episode_length": playground.episode_length(task)}
+    _REGISTRY[name] = EnvSpec(name=name, source="MuJoCo Playground (MJX)", task=task, kind="custom",
+                              env_scales_actions=True, factory=functools.partial(playground.make, task),
+                              tuned=tuned, paper={"episode_length": tuned["episode_length"]})  # fmt: skip
+    return _REGISTRY[name]
+
+
 def list_envs() -> tuple[str, ...]:
     """Every registered name, aliases included."""
     return tuple(_REGISTRY)
@@ -342,7 +359,8 @@ def bare_names() -> tuple[str, ...]:
 
 
 def user_names() -> tuple[str, ...]:
-    """The tasks registered in this process (`register`, or `--env module:factory` once named)."""
+    """The tasks registered in this process (`register`, or `--env module:factory` / `playground:<Name>` once
+    named)."""
     return tuple(n for n in _REGISTRY if n not in _BUILTIN)
 
 
@@ -351,6 +369,8 @@ def spec(name: str) -> EnvSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
     module, sep, attr = name.partition(":")
+    if sep and module == "playground":
+        return _playground_spec(name, attr)
     if sep and module and attr and module not in PREFIXES:
         return _import_factory(name)
     raise UnknownEnvError(

@@ -175,6 +175,14 @@ def list_envs_table() -> str:
         "its own observations, rewards and solver settings",
         "package.module:factory: your own task (docs/envs.md, 'Your own task'), e.g. examples.point_mass:make_env",
     ]
+    from mjx_tecrl.envs import playground
+
+    found = playground.names()
+    lines.append(
+        f"playground:<Name>: MuJoCo Playground's tasks ({len(found)}: {', '.join(found)})"
+        if found
+        else f"playground:<Name>: MuJoCo Playground's tasks, with the playground extra ({playground.INSTALL_HINT})"
+    )
     return "\n".join(lines)
 
 

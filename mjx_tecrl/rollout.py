@@ -54,8 +54,9 @@ def reset(env, key: jax.Array, num_envs: int) -> EnvState:
 def diverged(sim: Any) -> jax.Array:
     """[N] bool: the env's observation or reward is not finite, or its qpos / qvel is NaN, inf or huge.
 
-    qpos / qvel are read from `sim.pipeline_state` (MJX: qpos, qvel; brax generalized: q, qd) when there is
-    one; envs without it are judged by observation and reward alone. A few reductions per step.
+    qpos / qvel are read from `sim.pipeline_state` (MJX: qpos, qvel; brax generalized: q, qd), or else
+    `sim.data` (MuJoCo Playground's), when there is one; envs without either are judged by observation and reward
+    alone. A few reductions per step.
     """
     n = sim.reward.shape[0]
     bad = ~jnp.all(jnp.isfinite(sim.obs.reshape(n, -1)), axis=1) | ~jnp.isfinite(sim.reward)
@@ -66,6 +67,8 @@ def diverged(sim: Any) -> jax.Array:
 
 def _physics_arrays(sim: Any) -> list[jax.Array]:
     ps = getattr(sim, "pipeline_state", None)
+    if ps is None:
+        ps = getattr(sim, "data", None)
     if ps is None:
         return []
     for names in (("qpos", "qvel"), ("q", "qd")):
