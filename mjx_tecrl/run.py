@@ -178,8 +178,36 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
 
     The summary is also written to summary.json (a sweep's: one per member, plus sweep.csv and sweep.png).
     With several processes (`jax.distributed`), all compute and process 0 alone writes.
-    Raises ConfigError, before anything is compiled or written, if the state would not fit in memory.
+    Raises ConfigError, before anything is compiled or written, if the state would not fit in memory or another
+    process is training the run directory.
     """
+    held: list[int] = []  # the run directory's lock (`_lock_run_dir`), taken once the directory exists
+    try:
+        return _run(plan, out, held)
+    finally:
+        for fd in held:
+            os.close(fd)  # releases the lock
+
+
+def _lock_run_dir(run_dir: str) -> int:
+    """An exclusive flock on the run directory itself (no file added to it), held until its descriptor is closed;
+    the kernel drops it when the process dies, so a killed run leaves nothing behind. ConfigError when another
+    process holds it."""
+    import fcntl
+
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"{run_dir!r} is being trained by another process (it holds the directory's lock); wait for it to end "
+            "or stop it, or use another --out"
+        ) from None
+    return fd
+
+
+def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
     from mjx_tecrl.envs import registry
     from mjx_tecrl.loop import make_train
 
@@ -220,6 +248,7 @@ def run(plan: RunPlan, out=sys.stdout) -> dict[str, Any]:
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if writer:
         os.makedirs(run_dir, exist_ok=True)
+        held.append(_lock_run_dir(run_dir))  # before anything in it is read or written
         if not plan.resume:  # sweep.json first: a config.json is what marks the directory as holding a run
             if plan.is_sweep:
                 sweep_doc = {**plan.sweep.to_dict(), "members": list(plan.members)}

@@ -331,3 +331,30 @@ def test_the_runs_policy_file_acts_as_its_checkpoint_and_export_rewrites_it(runs
     assert sorted(before) == sorted(after) and all(np.array_equal(before[k], after[k]) for k in before)
     bad = subprocess.run([sys.executable, "-m", "mjx_tecrl.export", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "holds no run" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_process_on_a_live_run_directory_is_refused_and_a_killed_one_leaves_no_lock(runs, tmp_path):
+    """A process holding the run directory (as a training or resuming train.py does) makes `--resume` exit 2 with
+    one line before anything is compiled or written; once that process is SIGKILLed, the directory is free."""
+    import signal
+
+    from mjx_tecrl import run as run_mod
+
+    a = runs["A"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from mjx_tecrl.run import _lock_run_dir; _lock_run_dir(sys.argv[1]); "
+         "print('held', flush=True); import time; time.sleep(600)", str(a)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(str(p) for p in a.rglob("*"))
+        proc = subprocess.run([sys.executable, TRAIN, "--resume", str(a), "--total-steps", str(TWO_CHUNKS + CHUNK)],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 2 and "is being trained by another process" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "compiled" not in proc.stdout
+        assert sorted(str(p) for p in a.rglob("*")) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    os.close(run_mod._lock_run_dir(str(a)))  # the kernel released the killed holder's lock
