@@ -30,6 +30,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 FILE_NAME = "policy.npz"
+BEST_NAME = "policy_best.npz"  # the policy of the run's best evaluation (meta: its env_steps and eval_return)
 ONNX_NAME = "policy.onnx"
 ONNX_HINT = "pip install 'mjx_tecrl[onnx]' (jax2onnx, onnxruntime)"
 _LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
@@ -50,9 +51,11 @@ def action_map(env) -> tuple[np.ndarray, np.ndarray]:
     return scale, np.asarray(getattr(env, "action_offset", np.zeros(env.action_size)), np.float32)
 
 
-def policy_arrays(config, env, learner, member: int = 0, seed: int | None = None) -> dict[str, np.ndarray]:
+def policy_arrays(
+    config, env, learner, member: int = 0, seed: int | None = None, info: dict[str, Any] | None = None
+) -> dict[str, np.ndarray]:
     """The policy file's contents from a run's `Config`, its env (a `ScaledActionEnv`, or any env with
-    `observation_size` and `action_size`) and a `LearnerState`."""
+    `observation_size` and `action_size`) and a `LearnerState`; `info` goes into its meta."""
     params = learner.actor_params["params"]["MLP_0"]
     arrays = {
         f"actor/{layer}/{name}": np.asarray(v, np.float32) for layer, p in params.items() for name, v in p.items()
@@ -71,6 +74,7 @@ def policy_arrays(config, env, learner, member: int = 0, seed: int | None = None
         "layer_norm": bool(config.actor_layer_norm),
         "normalize_obs": bool(config.normalize_obs),
         "config": config.to_dict(),
+        **(info or {}),
     }
     scale, offset = action_map(env)
     return {

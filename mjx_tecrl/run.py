@@ -327,7 +327,7 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
                 evals_done += 1
                 sps = chunk_iters * config.num_envs / max(chunk_time, 1e-9)  # per member; the chunk alone, no eval
                 wall = prior_wall + time.time() - t_start
-                rows = []
+                rows, improved = [], []
                 for i, m in enumerate(members):
                     row = {k: float(v[i] if plan.is_sweep else v) for k, v in evaluation.items()}
                     row.update({k: float(v[i] if plan.is_sweep else v) for k, v in metrics.items()})
@@ -351,8 +351,11 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
                             file=out,
                             flush=True,
                         )
-                    m.log(row, env_steps, wall)
+                    if m.log(row, env_steps, wall):
+                        improved.append(i)
                     rows.append(row)
+                if improved:  # policy_best.npz: every process gathers the learner, process 0 writes
+                    _write_policies(prog, run_dir, config, env, ts, improved, writer, best_at=(env_steps, rows))
                 _report(bar, out, env_steps, config.total_steps, _report_row(rows))
                 last_chunk = env_steps >= config.total_steps
                 if stop.stop or last_chunk or (config.checkpoint_every and evals_done % config.checkpoint_every == 0):
@@ -396,12 +399,7 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
     if writer:
         for i, s in enumerate(summaries):
             write_json(os.path.join(prog.metrics_dir(i), "summary.json"), s)
-    learner = prog.to_host(ts.learner)  # the policy files (mjx_tecrl.export): every process gathers, 0 writes
-    if writer:
-        for i in range(n_members):
-            one = jax.tree.map(lambda x, i=i: x[i], learner) if plan.is_sweep else learner
-            path = export.policy_path(run_dir, i if plan.is_sweep else None)
-            export.save(path, export.policy_arrays(config, env, one, i, prog.seed(i)))
+    _write_policies(prog, run_dir, config, env, ts, range(n_members), writer)
     if not plan.is_sweep:
         summary = summaries[0]
         del summary["diverged_at_env_step"]
@@ -434,6 +432,21 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
         flush=True,
     )
     return summary
+
+
+def _write_policies(prog, run_dir, config, env, ts, members, writer: bool, best_at=None) -> None:
+    """The policy files (mjx_tecrl.export) of `members`: policy.npz, or with `best_at` (env steps, eval rows)
+    policy_best.npz, the policy of the best evaluation so far. Every process gathers the learner; 0 writes."""
+    learner = prog.to_host(ts.learner)
+    if not writer:
+        return
+    for i in members:
+        one = jax.tree.map(lambda x, i=i: x[i], learner) if prog.plan.is_sweep else learner
+        info = {} if best_at is None else {"env_steps": best_at[0], "eval_return": best_at[1][i]["eval/episode_return"]}
+        path = export.policy_path(
+            run_dir, i if prog.plan.is_sweep else None, export.BEST_NAME if best_at else export.FILE_NAME
+        )
+        export.save(path, export.policy_arrays(config, env, one, i, prog.seed(i), info))
 
 
 MAX_TENSORBOARD_MEMBERS = 256  # beyond this many members, only metrics.csv per member (file handles)
@@ -470,16 +483,19 @@ class _MemberLog:
                     self.steps.append(int(float(r["env_steps"])))
                     self.returns.append(float(r["eval/episode_return"]))
 
-    def log(self, row: dict[str, float], env_steps: int, wall: float) -> None:
+    def log(self, row: dict[str, float], env_steps: int, wall: float) -> bool:
+        """Record one evaluation; returns whether it is the best so far."""
         ret = row["eval/episode_return"]
         self.last_return = ret
-        if math.isfinite(ret):
-            self.best = max(self.best, ret)
+        improved = math.isfinite(ret) and ret > self.best
+        if improved:
+            self.best = ret
         self.steps.append(env_steps)
         self.returns.append(ret)
         if self.logger is not None:
             self.logger.scalars(row, env_steps)
             self.logger.csv_row({"env_steps": env_steps, "wall_time_s": wall, **row})
+        return improved
 
     def last_mean(self, k: int) -> float:
         """Mean eval return of the last `k` evaluations (the score at a budget: issue 17 uses k = 3)."""

@@ -116,7 +116,7 @@ def runs(tmp_path_factory, xla_cache_env):
 def test_run_directory_holds_config_metrics_summary_tensorboard_and_checkpoint(runs):
     a = runs["A"]
     assert sorted(p.name for p in a.iterdir()) == [
-        "checkpoints", "config.json", "metrics.csv", "policy.npz", "summary.json", "tb"
+        "checkpoints", "config.json", "metrics.csv", "policy.npz", "policy_best.npz", "summary.json", "tb"
     ]  # fmt: skip
     assert sorted(os.listdir(a / "checkpoints")) == [checkpoint.LATEST]
     assert not list(runs["base"].glob("runs")), "a run with --out also wrote under runs/"
@@ -358,3 +358,21 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_a_killed_one_le
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     os.close(run_mod._lock_run_dir(str(a)))  # the kernel released the killed holder's lock
+
+
+def test_policy_best_is_the_policy_of_the_best_evaluation(runs):
+    """policy_best.npz is written whenever an evaluation beats the run's best: its meta names that evaluation, and
+    it acts as the checkpoint's policy did then (the final policy, where the last evaluation was the best)."""
+    from mjx_tecrl.export import NumpyPolicy
+
+    for name in ("A", "B", "D"):
+        rows = _rows(runs[name])
+        best = max(range(len(rows)), key=lambda i: (rows[i]["eval/episode_return"], -i))  # the first of equals
+        policy = NumpyPolicy.load(str(runs[name] / "policy_best.npz"))
+        assert policy.meta["eval_return"] == pytest.approx(rows[best]["eval/episode_return"], rel=1e-6), name
+        assert policy.meta["eval_return"] == pytest.approx(_summary(runs[name])["best_eval_return"], rel=1e-6)
+        assert policy.meta["env_steps"] == rows[best]["env_steps"], name
+        final = NumpyPolicy.load(str(runs[name] / "policy.npz"))
+        obs = np.random.default_rng(0).normal(size=(8, final.meta["observation_size"])).astype(np.float32)
+        same = np.array_equal(policy.act(obs), final.act(obs))
+        assert same == (best == len(rows) - 1), (name, best, len(rows))
