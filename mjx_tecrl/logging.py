@@ -29,6 +29,9 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+HPARAM_METRICS = ("eval/episode_return", "train/policy_entropy", "train/alpha")  # the HPARAMS view's columns
+
+
 class RunLogger:
     """TensorBoard scalars under the metric names, and one metrics.csv row per evaluation."""
 
@@ -62,6 +65,19 @@ class RunLogger:
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows(keep)
         os.replace(tmp, self.csv_path)
+
+    def hparams(self, values: dict[str, Any], metrics: tuple[str, ...] = HPARAM_METRICS) -> None:
+        """The run's hyperparameters for TensorBoard's HPARAMS view, against the scalar tags `metrics`. Numbers,
+        strings and booleans as they are; anything else (hidden_sizes) as its text; None left out."""
+        if self._writer is None:
+            return
+        from tensorboardX.summary import hparams
+
+        flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in values.items() if v is not None}
+        file_writer = self._writer._get_file_writer()
+        for summary in hparams(flat, {m: math.nan for m in metrics}):
+            file_writer.add_summary(summary)
+        self._writer.flush()
 
     def scalars(self, metrics: dict[str, float], env_steps: int) -> None:
         if self._writer is None:

@@ -300,6 +300,8 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
     ]
     for i, m in enumerate(members):
         m.restore(meta, i)
+        if m.logger is not None and not plan.resume:  # TensorBoard's HPARAMS view: the config, the member's values
+            m.logger.hparams({**config.to_dict(), "seed": prog.seed(i), **prog.members[i].get("hyperparams", {})})
     if warmup_fn is not None:
         ts, _ = warmup_fn(ts)
     env_steps = prog.iteration(ts.iteration) * config.num_envs

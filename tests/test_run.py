@@ -174,11 +174,10 @@ def test_total_steps_is_a_budget_the_run_stops_within_one_iteration_of(runs):
     assert math.isfinite(rows[-1]["train/loss_reward_critic"])  # means over the 3 iterations that ran
 
 
-def _tb_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
-    """tag -> {step: value} from the TFRecord event files (length, crc, Event proto, crc)."""
+def _tb_values(tb_dir: Path):
+    """Every summary value of the TFRecord event files (length, crc, Event proto, crc), with its event's step."""
     from tensorboardX.proto import event_pb2
 
-    scalars: dict[str, dict[int, float]] = {}
     for path in sorted(tb_dir.glob("events.out.tfevents.*")):
         data = path.read_bytes()
         pos = 0
@@ -187,9 +186,35 @@ def _tb_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
             event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             for v in event.summary.value:
-                value = v.simple_value if v.HasField("simple_value") else v.tensor.float_val[0]
-                scalars.setdefault(v.tag, {})[event.step] = value
+                yield event.step, v
+
+
+def _tb_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} of the scalars."""
+    scalars: dict[str, dict[int, float]] = {}
+    for step, v in _tb_values(tb_dir):
+        if v.metadata.plugin_data.plugin_name != "hparams":
+            value = v.simple_value if v.HasField("simple_value") else v.tensor.float_val[0]
+            scalars.setdefault(v.tag, {})[step] = value
     return scalars
+
+
+def test_tensorboard_holds_the_runs_hyperparameters(runs):
+    """TensorBoard's HPARAMS view: the resolved config of the run (numbers, strings, booleans, text otherwise),
+    against the eval return."""
+    from tensorboardX.proto import plugin_hparams_pb2
+
+    starts, experiments = [], []
+    for _, v in _tb_values(runs["A"] / "tb"):
+        if v.metadata.plugin_data.plugin_name == "hparams":
+            data = plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+            (starts if data.HasField("session_start_info") else experiments).append(data)
+    hparams = starts[0].session_start_info.hparams
+    config = json.loads((runs["A"] / "config.json").read_text())
+    assert hparams["actor_lr"].number_value == pytest.approx(config["actor_lr"])
+    assert hparams["algo"].string_value == config["algo"] and hparams["hidden_sizes"].string_value == "[16, 16]"
+    assert hparams["critic_layer_norm"].bool_value is config["critic_layer_norm"]
+    assert any("eval/episode_return" in str(e.experiment.metric_infos) for e in experiments)
 
 
 def test_tensorboard_events_hold_the_metrics_at_each_evaluation(runs):
