@@ -118,6 +118,8 @@ class Config:
         "the default from 1024 envs; docs/decisions.md, 'Learning at scale')",
     )
     progress: bool = _f(True, "progress bar on a terminal (plain lines otherwise)")
+    track: bool = _f(False, "also log to Weights & Biases (pip install 'mjx_tecrl[wandb]'; WANDB_MODE=offline works)")
+    wandb_project: str = _f("mjx_tecrl", "the Weights & Biases project of --track")
 
     def hyperparams(self, action_dim: int) -> Hyperparams:
         """The traced hyperparameters of this config."""

@@ -33,15 +33,31 @@ HPARAM_METRICS = ("eval/episode_return", "train/policy_entropy", "train/alpha") 
 
 
 class RunLogger:
-    """TensorBoard scalars under the metric names, and one metrics.csv row per evaluation."""
+    """TensorBoard scalars under the metric names, one metrics.csv row per evaluation, and with `track` the same
+    scalars in Weights & Biases."""
 
-    def __init__(self, run_dir: str, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(
+        self,
+        run_dir: str,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+        track: dict[str, Any] | None = None,
+    ):
         """`resume_step`: the env step of the checkpoint a resumed run continues from. Rows and events logged
         after it by the killed process (whose chunk the checkpoint does not hold) are dropped from metrics.csv
-        and hidden from TensorBoard (purge_step), so the repeated chunk is not logged twice."""
+        and hidden from TensorBoard (purge_step), so the repeated chunk is not logged twice. `track`: wandb.init's
+        project, name, group and config; the W&B run's id follows from the directory, so a resume continues it."""
         self.run_dir = run_dir
         self.csv_path = os.path.join(run_dir, "metrics.csv")
         self._writer = None
+        self._wandb = None
+        if track is not None:
+            import hashlib
+
+            import wandb
+
+            run_id = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+            self._wandb = wandb.init(dir=run_dir, id=run_id, resume="allow", reinit="create_new", **track)
         if resume_step is not None:
             self._drop_rows_after(resume_step)
         if tensorboard:
@@ -80,6 +96,8 @@ class RunLogger:
         self._writer.flush()
 
     def scalars(self, metrics: dict[str, float], env_steps: int) -> None:
+        if self._wandb is not None:
+            self._wandb.log(dict(metrics), step=env_steps)
         if self._writer is None:
             return
         for name, value in metrics.items():
@@ -103,6 +121,8 @@ class RunLogger:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 def read_csv(path: str) -> list[dict[str, float]]:

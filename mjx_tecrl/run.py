@@ -6,6 +6,7 @@ Everything here is I/O at the edge; the compiled chunk (`loop.TrainFns.run_chunk
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -26,7 +27,8 @@ from mjx_tecrl.logging import RunLogger, format_line, write_json
 from mjx_tecrl.sweep import SweepSpec
 
 # Flags that may differ from the saved config when resuming; anything else must match.
-RESUMABLE_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "checkpoint_buffer", "resume", "out")
+RESUMABLE_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "checkpoint_buffer", "resume", "out", "track",
+                       "wandb_project")  # fmt: skip
 
 
 class NonFiniteError(RuntimeError):
@@ -138,6 +140,8 @@ def _validate(config: Config, is_sweep: bool = False) -> None:
     # A single run shards its environments over the local devices; a sweep shards its members instead.
     devices = 1 if is_sweep else jax.local_device_count()
     validate(config, known_envs=registry.list_envs(), device_count=devices)
+    if config.track and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--track needs Weights & Biases: pip install 'mjx_tecrl[wandb]'")
 
 
 def device_description() -> str:
@@ -294,14 +298,22 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
 
     # A resume drops the rows logged after its checkpoint (a chunk the kill lost); a restart (env step 0) all.
     resume_step = int(meta["env_steps"]) if plan.resume else None
+    hparams = [{**config.to_dict(), "seed": prog.seed(i), **prog.members[i].get("hyperparams", {})}
+               for i in range(n_members)]  # fmt: skip
     members = [
-        _MemberLog.open(prog.metrics_dir(i), writer, n_members <= MAX_TENSORBOARD_MEMBERS, resume_step)
+        _MemberLog.open(
+            prog.metrics_dir(i),
+            writer,
+            n_members <= MAX_TENSORBOARD_MEMBERS,
+            resume_step,
+            _wandb_init(config, run_dir, prog, i, hparams[i]),
+        )  # fmt: skip
         for i in range(n_members)
     ]
     for i, m in enumerate(members):
         m.restore(meta, i)
         if m.logger is not None and not plan.resume:  # TensorBoard's HPARAMS view: the config, the member's values
-            m.logger.hparams({**config.to_dict(), "seed": prog.seed(i), **prog.members[i].get("hyperparams", {})})
+            m.logger.hparams(hparams[i])
     if warmup_fn is not None:
         ts, _ = warmup_fn(ts)
     env_steps = prog.iteration(ts.iteration) * config.num_envs
@@ -451,6 +463,16 @@ def _write_policies(prog, run_dir, config, env, ts, members, writer: bool, best_
         export.save(path, export.policy_arrays(config, env, one, i, prog.seed(i), info))
 
 
+def _wandb_init(config: Config, run_dir: str, prog, member: int, hparams: dict[str, Any]) -> dict[str, Any] | None:
+    """wandb.init's arguments for one member under --track (a sweep's members grouped by the sweep), else None."""
+    if not config.track:
+        return None
+    name = os.path.basename(os.path.normpath(run_dir))
+    if prog.plan.is_sweep:
+        return {"project": config.wandb_project, "name": f"{name}/m{member:03d}", "group": name, "config": hparams}
+    return {"project": config.wandb_project, "name": name, "config": hparams}
+
+
 MAX_TENSORBOARD_MEMBERS = 256  # beyond this many members, only metrics.csv per member (file handles)
 
 
@@ -466,11 +488,12 @@ class _MemberLog:
     returns: list[float] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def open(cls, directory: str, writer: bool, tensorboard: bool, resume_step: int | None = None) -> _MemberLog:
+    def open(cls, directory: str, writer: bool, tensorboard: bool, resume_step: int | None = None,
+             track: dict[str, Any] | None = None) -> _MemberLog:  # fmt: skip
         if not writer:
             return cls(None)
         os.makedirs(directory, exist_ok=True)
-        return cls(RunLogger(directory, tensorboard=tensorboard, resume_step=resume_step))
+        return cls(RunLogger(directory, tensorboard=tensorboard, resume_step=resume_step, track=track))
 
     def restore(self, meta: dict[str, Any], index: int) -> None:
         saved = meta.get("members")

@@ -401,3 +401,54 @@ def test_policy_best_is_the_policy_of_the_best_evaluation(runs):
         obs = np.random.default_rng(0).normal(size=(8, final.meta["observation_size"])).astype(np.float32)
         same = np.array_equal(policy.act(obs), final.act(obs))
         assert same == (best == len(rows) - 1), (name, best, len(rows))
+
+
+def test_track_logs_every_evaluation_to_weights_and_biases_under_a_stable_id(tmp_path, monkeypatch):
+    """RunLogger with `track`: wandb.init gets the project, name, config and an id that follows from the directory
+    (a resume continues the same W&B run); every evaluation's scalars go to it at its env step; close finishes it.
+    Then the real library, offline, writes that run under the run directory."""
+    import hashlib
+    import types
+
+    from mjx_tecrl.logging import RunLogger
+
+    calls = []
+
+    class _Run:
+        def log(self, metrics, step):
+            calls.append(("log", metrics, step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)) or _Run())
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    track = {"project": "p", "name": "n", "config": {"actor_lr": 3e-4}}
+    for _ in range(2):  # a run, then its resume: the same id
+        logger = RunLogger(str(tmp_path / "run"), tensorboard=False, track=track)
+        logger.scalars({"eval/episode_return": 5.0}, 128)
+        logger.close()
+    inits = [c[1] for c in calls if c[0] == "init"]
+    run_id = hashlib.sha1(str(tmp_path / "run").encode()).hexdigest()[:16]
+    assert [i["id"] for i in inits] == [run_id, run_id] and inits[0]["resume"] == "allow"
+    assert inits[0]["project"] == "p" and inits[0]["config"] == {"actor_lr": 3e-4}
+    assert ("log", {"eval/episode_return": 5.0}, 128) in calls and calls[-1] == ("finish",)
+
+    monkeypatch.delitem(sys.modules, "wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = RunLogger(str(tmp_path / "real"), tensorboard=False, track={"project": "p", "name": "n", "config": {}})
+    logger.scalars({"eval/episode_return": 5.0}, 128)
+    logger.close()
+    real_id = hashlib.sha1(str(tmp_path / "real").encode()).hexdigest()[:16]
+    files = list((tmp_path / "real" / "wandb").glob(f"offline-run-*-{real_id}/run-{real_id}.wandb"))
+    assert len(files) == 1 and files[0].stat().st_size > 0
+
+
+def test_track_without_wandb_exits_2_naming_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "wandb" else object())
+    from mjx_tecrl.config import ConfigError
+    from mjx_tecrl.run import prepare
+
+    with pytest.raises(ConfigError, match=r"--track needs Weights & Biases: pip install 'mjx_tecrl\[wandb\]'"):
+        prepare({**{k: v for k, v in TINY.items() if k != "hidden_sizes"}, "track": True, "out": str(tmp_path / "r")})
+    assert not (tmp_path / "r").exists()
