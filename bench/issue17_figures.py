@@ -4,7 +4,7 @@ The curves come from `bench/reference_learning.py` reports (bench/results/issue1
 evaluations, alpha and policy entropy) and, for runs whose directories are still at hand, from those directories.
 Each group is one variant of ours or SB3's SAC; a label names what differs.
 
-    python bench/issue17_figures.py --out docs/figures [--run LABEL=TASK=DIR ...]
+    python bench/issue17_figures.py --out docs/figures [--tasks halfcheetah] [--run LABEL=TASK=DIR ...]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "docs", "figures"))
     p.add_argument("--run", action="append", default=[], help="LABEL=TASK=DIR: a run directory to draw as well")
+    p.add_argument("--tasks", default="", help="draw only these tasks (comma-separated; default: every task)")
     args = p.parse_args()
     groups: dict[tuple[str, str], list[Curve]] = {}
     for name, label in LABELS.items():
@@ -59,7 +60,7 @@ def main() -> int:
         label, task, run_dir = spec.split("=", 2)
         groups.setdefault((task, label), []).extend(load_curves(run_dir))
     os.makedirs(args.out, exist_ok=True)
-    for task in sorted({t for t, _ in groups}):
+    for task in sorted({t for t, _ in groups if not args.tasks or t in args.tasks.split(",")}):
         by_label = {label: curves for (t, label), curves in groups.items() if t == task}
         by_label = dict(sorted(by_label.items(), key=lambda kv: kv[0] == "SB3 SAC"))  # SB3 last
         fig = figure(by_label)
