@@ -9,22 +9,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from mjx_tecrl import compile_cache, interrupt
+from mjx_tecrl import commands, compile_cache, interrupt
 from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, load_config_file
-
-EXIT_BAD_INPUT = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr and exit status 2 (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(message)
 
 
 def fail(message: str) -> NoReturn:
-    print(f"train.py: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    commands.fail("train.py", message)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -46,7 +36,8 @@ def _finite_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = commands.Parser(
+        error_name="train.py",
         prog="train.py",
         description="Train a DSAC-E (or DSAC-T / SAC) agent on an MJX task. Flags not given come from "
         "the task's preset (--preset), then from the spec's defaults.",

@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any, NoReturn
 
 import numpy as np
 
+from mjx_tecrl import commands
 from mjx_tecrl.config import ConfigError
 
 PROG = "python -m mjx_tecrl.evaluate"
-EXIT_BAD_INPUT = 2
 SIMS = ("mjx", "mujoco")
 
 
@@ -141,14 +140,8 @@ def policy_files(run_dir: str) -> list[str]:
 
 
 # --- the command ----------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(message)
-
-
 def fail(message: str) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    commands.fail(PROG, message)
 
 
 def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
@@ -205,7 +198,7 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from mjx_tecrl.envs.gym_base import PHYSICS
 
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = commands.Parser(error_name=PROG, prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run or sweep directory (train.py --out)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per policy (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the episodes' initial states (default 0)")

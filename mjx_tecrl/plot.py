@@ -11,20 +11,18 @@ entropy -log pi and Q_e.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
 
+from mjx_tecrl import commands
 from mjx_tecrl.config import HYPERPARAM_NAMES, ConfigError
 
-EXIT_BAD_INPUT = 2
 _NOT_GROUPING = ("out", "resume")  # config.json fields that name a place, not a setting
 
 RETURN = "eval/episode_return"
@@ -240,18 +238,12 @@ def plot_runs(run_dirs: list[str], out: str | None = None, group_by: str | None 
     return fig
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(message)
-
-
 def _fail(message: str) -> NoReturn:
-    print(f"plot: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    commands.fail("plot", message)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m mjx_tecrl.plot", description=__doc__.split("\n\n")[0])
+    parser = commands.Parser(error_name="plot", prog="python -m mjx_tecrl.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
     parser.add_argument("--out", default="curves.png", help="image to write (.png, .pdf, .svg; default curves.png)")
     parser.add_argument("--group-by", default=None, help="comma-separated config fields or hyperparameters "

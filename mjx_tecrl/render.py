@@ -8,7 +8,6 @@ context here, and `MUJOCO_GL` is set to it. Writes an mp4 (imageio-ffmpeg) and a
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import functools
@@ -21,9 +20,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from mjx_tecrl import commands
 from mjx_tecrl.config import ConfigError
 
-EXIT_BAD_INPUT = 2
 BACKENDS = ("egl", "osmesa")
 INSTALL_HINT = (
     "install an offscreen OpenGL: apt-get install libegl1 libgl1-mesa-dri (EGL; on an NVIDIA GPU the driver's "
@@ -276,14 +275,8 @@ def render_loaded(run, out: str, backend: str, episodes: int = 2, member: int = 
     return Rendered(out, strip, len(frames), [len(p) - 1 for p in positions], returns, backend)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(message)
-
-
 def _fail(message: str) -> NoReturn:
-    print(f"render: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    commands.fail("render", message)
 
 
 def _camera(text: str) -> int | str:
@@ -294,7 +287,9 @@ def _camera(text: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m mjx_tecrl.render", description=__doc__.split("\n\n")[0])
+    parser = commands.Parser(
+        error_name="render", prog="python -m mjx_tecrl.render", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run or sweep directory with a checkpoint")
     parser.add_argument("--out", default="policy.mp4", help="video to write (.mp4; default policy.mp4); "
                         "the frame strip goes beside it as NAME_frames.png")  # fmt: skip

@@ -28,24 +28,18 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from mjx_tecrl import commands
 from mjx_tecrl.config import ConfigError
 from mjx_tecrl.envs.perturb import DEFAULT_PUSH_EVERY, NAMES, NEUTRAL, magnitude_error
 
 PROG = "python -m mjx_tecrl.robustness"
-EXIT_BAD_INPUT = 2
 BASELINE = "none"  # the perturbation label of the unperturbed point
 CSV_NAME = "robustness.csv"
 CSV_STATS = ("episodes", "mean_return", "std_return", "mean_length", "fall_rate")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(message)
-
-
 def fail(message: str) -> NoReturn:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    commands.fail(PROG, message)
 
 
 # --- the grid ------------------------------------------------------------------------------------------------
@@ -449,7 +443,8 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
 
 # --- the command line ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = commands.Parser(
+        error_name=PROG,
         prog=PROG,
         description="Evaluate every policy of the given runs (every member of a sweep) on a grid of perturbed "
         "physics and noise, with the deterministic policy, in one jitted program per run configuration.",
