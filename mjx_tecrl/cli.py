@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("mjx_tecrl: prepared")  # nobody writes before all have checked
-    from mjx_tecrl.checkpoint import CheckpointError
+    from mjx_tecrl.checkpoint import CheckpointError, CheckpointWriteError
 
     try:
         summary = run(plan)
@@ -220,4 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as e:
         print(f"train.py: stopped: {e}", file=sys.stderr)
         return 3
+    except CheckpointWriteError as e:  # e.g. a full disk: the previous checkpoint is left as it was
+        print(f"train.py: stopped: {e}", file=sys.stderr)
+        return 4
     return 130 if summary.get("interrupted") else 0

@@ -109,6 +109,13 @@ class Config:
     num_eval_envs: int = _f(10, "episodes per evaluation (deterministic policy)")
     checkpoint_every: int = _f(1, "save a checkpoint every this many evaluations (0: only at the end)")
     checkpoint_buffer: bool = _f(True, "include the replay buffer in checkpoints (exact resume)")
+    checkpoint_buffer_every: int = _f(
+        1,
+        "write the replay buffer with every this many checkpoints, and the first and last (a resume between "
+        "them goes on with the older buffer)",
+    )
+    keep_checkpoints: int = _f(1, "keep the newest this many checkpoints as checkpoints/step-<env steps>.ckpt "
+                               "besides latest.ckpt (1: latest.ckpt alone)")  # fmt: skip
     out: str = _f("", "run directory (default runs/<env>-<algo>-s<seed>-<time>)")
     resume: str = _f("", "continue the run in this directory")
     preset: str = _f(
@@ -227,7 +234,8 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
     if c.preset not in PRESETS:
         raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: {', '.join(PRESETS)}")
     for name in ("num_envs", "total_steps", "batch_size", "buffer_size", "n_step",
-                 "policy_delay", "episode_length", "eval_every", "num_eval_envs"):  # fmt: skip
+                 "policy_delay", "episode_length", "eval_every", "num_eval_envs", "checkpoint_buffer_every",
+                 "keep_checkpoints"):  # fmt: skip
         v = getattr(c, name)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ConfigError(f"--{_flag(name)} {v!r} must be a positive integer")

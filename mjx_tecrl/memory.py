@@ -5,9 +5,10 @@ reset's bytes times `num_envs`, plus `num_eval_envs` for evaluation) and the lea
 Adam moments, temperature, normaliser). Two pools are checked where the backend reports them:
 
 - the device: the state itself (on a GPU, `memory_stats()`'s bytes_limit - bytes_in_use);
-- host RAM (`MemAvailable` in /proc/meminfo): a checkpoint save holds copies of the saved state on the host
-  (measured: 2 extra copies on a CPU, where the state itself is in host RAM too; a GPU adds the device_get
-  copy, so 3); the replay buffer counts only when it is checkpointed.
+- host RAM (`MemAvailable` in /proc/meminfo): a checkpoint save holds one host copy of the saved state while
+  its background write streams it to disk (`bench/checkpoint_cost.py`: peak 1.0 x the state on a CPU, where
+  the state itself is in host RAM too; before the streamed writes, 2.0); the replay buffer counts only when
+  it is checkpointed.
 
 The activations of one update and other temporaries are not estimated; `HEADROOM` leaves room for them.
 Too large is a `ConfigError` naming the flag to lower and the value that would fit.
@@ -124,7 +125,7 @@ def check(
         device_free = device_free_bytes()
     if host_free is None:
         host_free = host_available_bytes()
-    copies = 2 if on_host else 3  # host copies of the saved state while a checkpoint is written
+    copies = 1  # the host snapshot a checkpoint write holds (one write in flight at a time)
     saved_replay = copies if config.checkpoint_buffer else 0
 
     # (pool, free bytes, factor on env + learner bytes, factor on replay bytes)
@@ -147,9 +148,9 @@ def check(
         if members > 1:
             parts += f", each times {members} sweep members"
         if pool.endswith("checkpoint copies"):
-            what = f"{copies} copies of the checkpointed state need"
+            what = "the host copy of the checkpointed state needs"
         elif on_host:
-            what = f"the training state and {copies} checkpoint copies need"
+            what = "the training state and its checkpoint copy need"
         else:
             what = "the training state needs"
         head = f"{what} about {_gib(need)} of {pool} ({parts}) but {_gib(free)} is free"

@@ -2,7 +2,8 @@
 
 The run-directory layout this reads:
   config.json                the resolved `Config` (for a sweep: the base config of every member)
-  checkpoints/latest.ckpt    the whole `TrainState` (a sweep's has a leading member axis on every leaf)
+  checkpoints/latest.ckpt    the `TrainState` (a sweep's has a leading member axis on every leaf); its replay
+                             buffer is in the replay file it names (layout: mjx_tecrl/checkpoint.py), not read here
   sweep.json                 sweeps only: {"members": [{"member", "seed", "hyperparams": {...}}, ...], ...}
   members/mNNN/              sweeps only: each member's metrics.csv, summary.json and TensorBoard events
 """

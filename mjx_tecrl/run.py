@@ -27,7 +27,8 @@ from mjx_tecrl.logging import RunLogger, format_line, write_json
 from mjx_tecrl.sweep import SweepSpec
 
 # Flags that may differ from the saved config when resuming; anything else must match.
-RESUMABLE_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "checkpoint_buffer", "resume", "out", "track",
+RESUMABLE_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "checkpoint_buffer", "checkpoint_buffer_every",
+                       "keep_checkpoints", "resume", "out", "track",
                        "wandb_project")  # fmt: skip
 
 
@@ -268,8 +269,9 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
     ts = prog.init()
     meta: dict[str, Any] = {"env_steps": 0, "best_eval_return": -math.inf, "wall_time_s": 0.0, "has_buffer": True}
     from_checkpoint = plan.resume and not plan.restart
+    saver = checkpoint.Checkpointer(ckpt_dir, keep=config.keep_checkpoints, buffer_every=config.checkpoint_buffer_every)
     if plan.resume and writer:
-        checkpoint.remove_stale_temps(ckpt_dir)  # a kill mid-save leaves one; latest.ckpt is the previous
+        saver.recover()  # a kill mid-save leaves a temp file, or a replay file latest.ckpt does not name
     if plan.restart:
         print(
             f"no checkpoint in {run_dir} yet (it stopped before its first): starting its run over from env step 0 "
@@ -277,21 +279,24 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
             file=out,
             flush=True,
         )
-    if from_checkpoint:
-        payload, saved_meta = checkpoint.load_meta(ckpt_dir)
-        if saved_meta.get("has_buffer", True):
-            restored, meta = checkpoint.restore(ckpt_dir, ts, payload)
-        else:  # the buffer was not saved: keep the fresh empty one and warm it up again below
-            partial, meta = checkpoint.restore(ckpt_dir, ts.replace(replay=None), payload)
-            restored = partial.replace(replay=ts.replay)
+    replay_steps = None
+    if from_checkpoint:  # no buffer saved: the fresh empty one is kept and warmed up again below
+        restored, meta, replay_steps = checkpoint.restore_run(ckpt_dir, ts)
         ts = prog.place(restored)
         print(f"resumed {run_dir} at env step {meta['env_steps']}", file=out, flush=True)
+        if replay_steps is not None and replay_steps != meta["env_steps"]:
+            print(
+                f"note: the replay buffer was saved at env step {replay_steps} (--checkpoint-buffer-every "
+                f"{config.checkpoint_buffer_every}); training goes on with it, so this resume is not exact",
+                file=out,
+                flush=True,
+            )
 
     # Compile once, ahead of time: compile time is reported apart, and no chunk can retrace.
     t_compile = time.time()
     chunk_fn = prog.jit(prog.chunk, donate=True).lower(ts, np.int32(fns.chunk_iters)).compile()
     eval_fn = prog.jit(prog.evaluate).lower(ts.learner, prog.eval_keys(0)).compile()
-    need_warmup = (not from_checkpoint or not meta.get("has_buffer", True)) and fns.warmup_iters > 0
+    need_warmup = replay_steps is None and fns.warmup_iters > 0
     warmup_fn = prog.jit(prog.warmup, donate=True).lower(ts).compile() if need_warmup else None
     compile_time = time.time() - t_compile
     print(f"compiled in {compile_time:.1f}s", file=out, flush=True)
@@ -322,6 +327,7 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
     loop_start_steps = env_steps
     bar = _progress_bar(config, env_steps, out)
     interrupted = False
+    best_mean = float(meta.get("best_mean_eval_return", -math.inf))  # best.ckpt's: the members' mean
     try:
         with _StopFlag() as stop:
             while env_steps < config.total_steps:
@@ -372,20 +378,33 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
                     _write_policies(prog, run_dir, config, env, ts, improved, writer, best_at=(env_steps, rows))
                 _report(bar, out, env_steps, config.total_steps, _report_row(rows))
                 last_chunk = env_steps >= config.total_steps
-                if stop.stop or last_chunk or (config.checkpoint_every and evals_done % config.checkpoint_every == 0):
-                    meta = _meta(config, env_steps, members, evals_done, prior_wall + time.time() - t_start)
-                    state = ts if config.checkpoint_buffer else ts.replace(replay=None)
-                    host_state = prog.to_host(state)  # every process takes part; process 0 writes
+                final = stop.stop or last_chunk
+                regular = final or (config.checkpoint_every and evals_done % config.checkpoint_every == 0)
+                mean_return = _mean_return(rows)
+                best = config.checkpoint_every > 0 and mean_return > best_mean
+                if regular or best:
+                    best_mean = max(best_mean, mean_return)
+                    meta = _meta(config, env_steps, members, evals_done, prior_wall + time.time() - t_start, best_mean)
+                    state = ts if regular and config.checkpoint_buffer else ts.replace(replay=None)
+                    # every process takes part; process 0 writes, off the training path (a copy, not a view
+                    # of device memory that the next chunk's donated state would overwrite), one write at a time
                     if writer:
-                        checkpoint.save(ckpt_dir, host_state, meta)
+                        saver.wait()
+                    host_state = checkpoint.snapshot(prog.to_host(state), copy=jax.default_backend() == "cpu")
+                    if writer:
+                        saver.save(host_state, meta, regular=bool(regular), best=best, final=final)
                 if stop.stop:
                     interrupted = True
                     break
+    except BaseException:
+        saver.join()  # a write in flight completes (it is atomic either way); its error yields to this one
+        raise
     finally:
         if bar is not None:
             bar.close()
         for m in members:
             m.close()
+    saver.wait()
 
     wall = prior_wall + time.time() - t_start
     gradient_steps = prog.iteration(ts.learner.step)
@@ -700,13 +719,20 @@ def _nonfinite_text(bad: dict[str, int], chunk_start: int, config: Config, ckpt_
     return health.nonfinite_message(bad, chunk_start, config.num_envs, _checkpoint_note(ckpt_dir))
 
 
-def _meta(config: Config, env_steps: int, members: list[_MemberLog], evals_done: int, wall: float) -> dict[str, Any]:
+def _mean_return(rows: list[dict[str, float]]) -> float:
+    """The members' mean eval return (the finite ones; NaN when none is), which best.ckpt is chosen by."""
+    finite = [r["eval/episode_return"] for r in rows if math.isfinite(r["eval/episode_return"])]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _meta(config: Config, env_steps: int, members: list[_MemberLog], evals_done: int, wall: float,
+          best_mean: float) -> dict[str, Any]:  # fmt: skip
     meta = {
         "env_steps": env_steps,
         "best_eval_return": max(m.best for m in members),
         "evals_done": evals_done,
         "wall_time_s": wall,
-        "has_buffer": config.checkpoint_buffer,
+        "best_mean_eval_return": best_mean,
         "config": config.to_dict(),
     }
     meta["members"] = [{"best_eval_return": m.best, "diverged_at_env_step": m.diverged_at} for m in members]

@@ -214,3 +214,19 @@ def test_gpu_script_quick_runs_its_parts_and_writes_what_finished(tmp_path):
     d = report["parts"]["d"]
     assert d["sweep"]["rc"] == 130 and d["sweep"]["summary"]["members"] == 2 and d["robustness"]["rc"] == 0
     assert "1000 points" in " ".join(d["robustness"]["output_tail"])
+
+
+def test_checkpoint_cost_quick_times_every_case_and_the_before_save_is_the_old_revisions(tmp_path):
+    """bench/checkpoint_cost.py (issue 21) at toy sizes: a row per case; 'before' is checkpoint.py at the given
+    git revision (the blob writer, before the Checkpointer existed)."""
+    import checkpoint_cost
+
+    before = checkpoint_cost.load_before("8b555fe")
+    if before is not None:  # a clone with that history (CI's is one)
+        assert hasattr(before, "save") and not hasattr(before, "Checkpointer")
+    assert checkpoint_cost.load_before("no-such-revision") is None
+    out = tmp_path / "cost.json"
+    checkpoint_cost.main(["--quick", "--out", str(out)])
+    rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"none", "streamed", "background"} | ({"before"} if before is not None else set())
+    assert rows["none"]["save_cost_s"] == 0 and all(r["state_gb"] > 0.02 for r in rows.values())

@@ -331,3 +331,125 @@ def test_sigkill_at_random_times_never_tears_latest(tmp_path):
     checkpoint.save(str(d), {k: np.full_like(v, 99) for k, v in template.items()}, {"gen": 99})
     state, meta = checkpoint.restore(str(d), template)
     assert meta == {"gen": 99} and np.all(state["w"] == 99)
+
+
+# --- the run's checkpoint directory (Checkpointer) ----------------------------------------------------------
+def test_the_streamed_file_is_the_msgpack_payload_byte_for_byte(tmp_path):
+    """save() streams the arrays; the file equals msgpack.packb of the payload (the format is unchanged)."""
+    state, meta = _state(), {"env_steps": 3, "note": "x"}
+    checkpoint.save(str(tmp_path), state, meta)
+    paths_leaves = jax.tree_util.tree_leaves_with_path(state)
+    leaves = [np.asarray(x) for _, x in paths_leaves]
+    payload = {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "meta": meta,
+        "paths": [jax.tree_util.keystr(p) for p, _ in paths_leaves],
+        "leaves": [{"dtype": str(x.dtype), "shape": list(x.shape), "data": x.tobytes()} for x in leaves],
+    }
+    assert (tmp_path / LATEST).read_bytes() == msgpack.packb(payload, use_bin_type=True)
+
+
+@struct.dataclass
+class _Train:  # the shape of a TrainState as the Checkpointer sees it: a learner and a replay buffer
+    learner: dict
+    replay: dict | None
+
+
+def _train(gen: int) -> _Train:
+    return _Train(learner={"w": np.full((3,), gen, np.float32)}, replay={"obs": np.full((5, 2), gen, np.float32)})
+
+
+def _files(d) -> list[str]:
+    return sorted(n for n in os.listdir(d) if not n.startswith(".tmp-"))
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_buffer_every_k_saves_and_the_resume_pairs_latest_with_its_buffer(tmp_path, background):
+    saver = checkpoint.Checkpointer(str(tmp_path), buffer_every=3, background=background)
+    template = _train(-1)
+    buffers = []
+    for gen in range(1, 8):
+        saver.save(_train(gen), {"env_steps": gen * 10}, final=gen == 7)
+        saver.wait()
+        state, meta, replay_steps = checkpoint.restore_run(str(tmp_path), template)
+        assert meta["env_steps"] == gen * 10 and np.all(state.learner["w"] == gen)
+        buffers.append(replay_steps)
+        assert np.all(state.replay["obs"] == replay_steps // 10)  # the buffer of the save that wrote it
+        assert [n for n in _files(tmp_path) if n.startswith("replay-")] == [f"replay-{replay_steps:012d}.ckpt"]
+    # the first save, every third after it, and the last (final) hold the buffer
+    assert buffers == [10, 10, 10, 40, 40, 40, 70]
+
+
+def test_keep_last_n_and_best_are_whole_checkpoints_without_the_buffer(tmp_path):
+    saver = checkpoint.Checkpointer(str(tmp_path), keep=2)
+    for gen in range(1, 5):
+        saver.save(_train(gen), {"env_steps": gen}, best=gen == 2)
+    saver.save(_train(9), {"env_steps": 9}, regular=False, best=True)  # a best evaluation between saves
+    saver.wait()
+    assert _files(tmp_path) == [checkpoint.BEST, LATEST, "replay-000000000004.ckpt",
+                                "step-000000000003.ckpt", "step-000000000004.ckpt"]  # fmt: skip
+    template = _train(-1).replace(replay=None)
+    for name, gen in ((checkpoint.BEST, 9), ("step-000000000003.ckpt", 3), ("step-000000000004.ckpt", 4), (LATEST, 4)):
+        state, meta = checkpoint.restore(str(tmp_path), template, name=name)
+        assert np.all(state.learner["w"] == gen) and meta["env_steps"] == gen, name
+    assert checkpoint.load_meta(str(tmp_path), checkpoint.BEST)[1]["replay"] is None
+
+
+def test_save_returns_while_the_write_goes_on_in_the_background(tmp_path, monkeypatch):
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    real_save = checkpoint.save
+
+    def slow_save(*args, **kwargs):
+        started.set()
+        assert release.wait(30)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", slow_save)
+    saver = checkpoint.Checkpointer(str(tmp_path))
+    saver.save(_train(1), {"env_steps": 1})  # returns although the write is blocked
+    assert started.wait(30) and not (tmp_path / LATEST).exists()
+    release.set()
+    saver.wait()
+    assert checkpoint.load_meta(str(tmp_path))[1]["env_steps"] == 1
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_the_error_names_the_directory(tmp_path, monkeypatch):
+    import errno
+
+    saver = checkpoint.Checkpointer(str(tmp_path))
+    saver.save(_train(1), {"env_steps": 10})
+    saver.wait()
+    real_write = checkpoint._write_payload
+
+    def fill_disk(f, *args):
+        real_write(f, *args)  # the data goes out, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint, "_write_payload", fill_disk)
+    saver.save(_train(2), {"env_steps": 20})
+    with pytest.raises(checkpoint.CheckpointWriteError) as exc:
+        saver.wait()
+    assert str(exc.value) == (
+        f"writing a checkpoint in {tmp_path} failed (No space left on device); latest.ckpt (env step 10) is intact"
+    )
+    monkeypatch.undo()
+    state, meta, replay_steps = checkpoint.restore_run(str(tmp_path), _train(-1))
+    assert meta["env_steps"] == replay_steps == 10 and np.all(state.replay["obs"] == 1)
+    assert set(os.listdir(tmp_path)) == {"replay-000000000010.ckpt", LATEST}  # the failed temp file is gone
+
+
+def test_recover_removes_a_replay_file_that_latest_does_not_name(tmp_path):
+    """A writer killed between a new buffer and its latest.ckpt leaves that buffer: a resume drops it."""
+    saver = checkpoint.Checkpointer(str(tmp_path))
+    saver.save(_train(1), {"env_steps": 10})
+    saver.wait()
+    checkpoint.save(str(tmp_path), _train(2).replay, {"env_steps": 20}, "replay-000000000020.ckpt")
+    (tmp_path / ".tmp-abc.ckpt").write_bytes(b"torn")
+    resumed = checkpoint.Checkpointer(str(tmp_path))
+    assert sorted(resumed.recover()) == [".tmp-abc.ckpt", "replay-000000000020.ckpt"]
+    assert _files(tmp_path) == [LATEST, "replay-000000000010.ckpt"] and resumed.saved_steps == 10
+    resumed.save(_train(3), {"env_steps": 30})  # the bookkeeping goes on: buffer_every 1 writes the buffer
+    resumed.wait()
+    assert _files(tmp_path) == [LATEST, "replay-000000000030.ckpt"]

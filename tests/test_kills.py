@@ -125,6 +125,11 @@ def _assert_same_run(run_dir: Path, ref_dir: Path, total: int) -> None:
     assert pa["paths"] == pb["paths"]
     differing = [p for p, a, b in zip(pa["paths"], pa["leaves"], pb["leaves"], strict=True) if a != b]
     assert differing == [], differing[:5]
+    # the replay buffers too; and nothing else is left: no temp file, no buffer latest.ckpt does not name
+    replay = meta_ref["replay"]["file"]
+    assert meta_run["replay"] == meta_ref["replay"] and replay == f"replay-{total:012d}.ckpt"
+    assert (run_dir / "checkpoints" / replay).read_bytes() == (ref_dir / "checkpoints" / replay).read_bytes()
+    assert set(os.listdir(run_dir / "checkpoints")) - {checkpoint.BEST} == {checkpoint.LATEST, replay}
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +200,10 @@ def _kill_trials(base: Path, env: dict, trials: int, seed: int, template):
             figures["killed_mid_write"] += 1
 
         # latest.ckpt loads completely, into the state of this configuration, and did not go back.
-        payload, meta = checkpoint.load_meta(str(ckpt_dir))
-        state, _ = checkpoint.restore(str(ckpt_dir), template(run_dir), payload)
+        state, meta, replay_steps = checkpoint.restore_run(str(ckpt_dir), template(run_dir))
         assert meta["env_steps"] in allowed and meta["env_steps"] >= last_steps, (meta["env_steps"], last_steps)
         assert int(state.iteration) * NUM_ENVS == meta["env_steps"]  # the arrays belong with the meta
+        assert replay_steps == meta["env_steps"]  # and so does the buffer it names
         last_steps = meta["env_steps"]
 
     # Ctrl-C: the process saves a checkpoint after its current chunk and exits with status 130.

@@ -118,7 +118,9 @@ def test_run_directory_holds_config_metrics_summary_tensorboard_and_checkpoint(r
     assert sorted(p.name for p in a.iterdir()) == [
         "checkpoints", "config.json", "metrics.csv", "policy.npz", "policy_best.npz", "summary.json", "tb"
     ]  # fmt: skip
-    assert sorted(os.listdir(a / "checkpoints")) == [checkpoint.LATEST]
+    # the state, its replay buffer, and the state at the best evaluation (checkpoint.py's layout)
+    replay = f"replay-{TWO_CHUNKS:012d}.ckpt"
+    assert sorted(os.listdir(a / "checkpoints")) == [checkpoint.BEST, checkpoint.LATEST, replay]
     assert not list(runs["base"].glob("runs")), "a run with --out also wrote under runs/"
 
 
@@ -227,9 +229,13 @@ def test_tensorboard_events_hold_the_metrics_at_each_evaluation(runs):
 
 def test_checkpoint_meta_matches_the_run(runs):
     payload, meta = checkpoint.load_meta(str(runs["A"] / "checkpoints"))
-    assert meta["env_steps"] == TWO_CHUNKS and meta["evals_done"] == 2 and meta["has_buffer"] is True
+    assert meta["env_steps"] == TWO_CHUNKS and meta["evals_done"] == 2 and meta["has_buffer"] is False
     assert meta["best_eval_return"] == _summary(runs["A"])["best_eval_return"]
-    assert any(p.startswith(".replay") for p in payload["paths"])
+    # the buffer is in its own file, which latest.ckpt names
+    assert not any(p.startswith(".replay") for p in payload["paths"])
+    assert meta["replay"] == {"file": f"replay-{TWO_CHUNKS:012d}.ckpt", "env_steps": TWO_CHUNKS}
+    replay, replay_meta = checkpoint.load_meta(str(runs["A"] / "checkpoints"), meta["replay"]["file"])
+    assert replay_meta == {"env_steps": TWO_CHUNKS} and any(p.startswith(".data") for p in replay["paths"])
 
 
 def test_first_output_line_names_the_jax_backend(runs):
@@ -251,8 +257,12 @@ def test_resume_in_a_fresh_process_equals_the_uninterrupted_run(runs):
     differing = [p for p, la, lb in zip(payload_a["paths"], payload_a["leaves"], payload_b["leaves"], strict=True)
                  if la != lb]  # fmt: skip
     assert differing == [], f"{len(differing)} arrays differ after resume, e.g. {differing[:5]}"
-    for key in ("env_steps", "evals_done", "best_eval_return", "has_buffer"):
+    for key in ("env_steps", "evals_done", "best_eval_return", "has_buffer", "replay"):
         assert meta_b[key] == meta_a[key], key
+    # and so do their replay buffers (the file latest.ckpt names)
+    replay = meta_a["replay"]["file"]
+    assert replay == f"replay-{TWO_CHUNKS:012d}.ckpt"
+    assert (b / "checkpoints" / replay).read_bytes() == (a / "checkpoints" / replay).read_bytes()
     assert (b / "checkpoints" / checkpoint.LATEST).read_bytes() != runs["b_first_ckpt"]  # it did move on
 
     # metrics.csv: the same rows, and the resumed chunk's row equals the uninterrupted one.
@@ -280,8 +290,8 @@ def test_restore_into_a_template_state_gives_the_checkpointed_arrays(runs):
         config = Config.from_dict(json.load(f))
     fns = make_train(config, registry.make(config.env))
     template = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams(fns.env.action_size))
-    state, meta = checkpoint.restore(str(runs["A"] / "checkpoints"), template)
-    assert int(state.iteration) * NUM_ENVS == meta["env_steps"] == TWO_CHUNKS
+    state, meta, replay_steps = checkpoint.restore_run(str(runs["A"] / "checkpoints"), template)
+    assert int(state.iteration) * NUM_ENVS == meta["env_steps"] == replay_steps == TWO_CHUNKS
     assert int(state.learner.step) == 2 * UPDATES_PER_CHUNK
     assert state.replay.data.obs.shape[0] == config.buffer_capacity
 
@@ -290,6 +300,7 @@ def test_resume_from_a_checkpoint_without_buffer_completes(runs):
     c, total = runs["C"], runs["c_total"]
     payload, meta = runs["c_first_meta"]
     assert meta["has_buffer"] is False and not any(p.startswith(".replay") for p in payload["paths"])
+    assert meta["replay"] is None and not any(n.startswith("replay-") for n in os.listdir(c / "checkpoints"))
     assert runs["c_first_summary"]["env_steps"] == ONE_CHUNK
 
     s = _summary(c)
@@ -452,3 +463,78 @@ def test_track_without_wandb_exits_2_naming_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"--track needs Weights & Biases: pip install 'mjx_tecrl\[wandb\]'"):
         prepare({**{k: v for k, v in TINY.items() if k != "hidden_sizes"}, "track": True, "out": str(tmp_path / "r")})
     assert not (tmp_path / "r").exists()
+
+
+# --- checkpoint faults and options (mjx_tecrl.checkpoint.Checkpointer) ------------------------------------------
+_FAULTY_DISK = r"""
+import errno, os, runpy, sys
+from mjx_tecrl import checkpoint
+fail_at, exit_after = int(os.environ.get("FAIL_SAVE_AT", 0)), int(os.environ.get("EXIT_AFTER_SAVES", 0))
+real_save, calls = checkpoint.save, [0]
+def save(directory, state, meta, name=checkpoint.LATEST):
+    calls[0] += 1
+    if calls[0] == fail_at:  # the disk fills while this file is written
+        real_write = checkpoint._write_payload
+        def full(f, *args):
+            real_write(f, *args)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        checkpoint._write_payload = full
+        try:
+            return real_save(directory, state, meta, name)
+        finally:
+            checkpoint._write_payload = real_write
+    path = real_save(directory, state, meta, name)
+    if calls[0] == exit_after:  # killed right after this file
+        os._exit(9)
+    return path
+checkpoint.save = save
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _faulty(argv: list[str], cwd: Path, env: dict[str, str], **faults: int) -> subprocess.CompletedProcess:
+    env = {**env, **{k.upper(): str(v) for k, v in faults.items()}}
+    return subprocess.run([sys.executable, "-c", _FAULTY_DISK, TRAIN, *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+
+
+def test_a_disk_that_fills_during_a_save_stops_the_run_and_leaves_the_previous_checkpoint(tmp_path, xla_cache_env):
+    """The second save's replay file (the 3rd file written) hits ENOSPC: the run stops with one line naming the
+    directory (exit 4), latest.ckpt of the first chunk loads with its buffer, and --resume finishes the run."""
+    run_dir, total = tmp_path / "full", WARMUP + 3 * CHUNK
+    proc = _faulty(_argv(out=run_dir, total_steps=total), tmp_path, xla_cache_env, fail_save_at=3)
+    ckpt_dir = run_dir / "checkpoints"
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"train.py: stopped: writing a checkpoint in {ckpt_dir} failed (No space left on device); latest.ckpt "
+        f"(env step {ONE_CHUNK}) is intact"
+    ]
+    meta = checkpoint.load_meta(str(ckpt_dir))[1]
+    assert meta["env_steps"] == ONE_CHUNK and meta["replay"]["env_steps"] == ONE_CHUNK
+    assert not any(n.startswith(".tmp-") for n in os.listdir(ckpt_dir))
+    out = _finish(_start(["--resume", str(run_dir), "--no-progress"], tmp_path, xla_cache_env))
+    assert f"resumed {run_dir} at env step {ONE_CHUNK}" in out and _summary(run_dir)["env_steps"] == total
+
+
+def test_buffer_every_k_and_keep_last_n_through_train_py(tmp_path, xla_cache_env):
+    """--checkpoint-buffer-every 2 --keep-checkpoints 2: the second save holds no buffer; a process killed right
+    after it resumes with the first save's buffer (and says so), keeps training, and ends with the newest two
+    saves kept, the last one's buffer and best.ckpt."""
+    run_dir, total = tmp_path / "k", WARMUP + 3 * CHUNK
+    argv = _argv(out=run_dir, total_steps=total, checkpoint_buffer_every=2, keep_checkpoints=2)
+    # files: chunk 1 -> replay, latest; chunk 2 -> latest (killed after it)
+    proc = _faulty(argv, tmp_path, xla_cache_env, exit_after_saves=3)
+    assert proc.returncode == 9, proc.stderr
+    meta = checkpoint.load_meta(str(run_dir / "checkpoints"))[1]
+    assert meta["env_steps"] == WARMUP + 2 * CHUNK and meta["replay"]["env_steps"] == ONE_CHUNK
+    out = _finish(_start(["--resume", str(run_dir), "--no-progress"], tmp_path, xla_cache_env))
+    assert f"note: the replay buffer was saved at env step {ONE_CHUNK} (--checkpoint-buffer-every 2)" in out
+    # no warm-up again (it would step the envs WARMUP more): the buffer came back
+    assert [r["env_steps"] for r in _rows(run_dir)] == [ONE_CHUNK, WARMUP + 2 * CHUNK, total]
+    assert _summary(run_dir)["gradient_steps"] == 3 * UPDATES_PER_CHUNK
+    names = sorted(os.listdir(run_dir / "checkpoints"))
+    assert [n for n in names if n != checkpoint.BEST] == [
+        checkpoint.LATEST, f"replay-{total:012d}.ckpt", f"step-{WARMUP + 2 * CHUNK:012d}.ckpt",
+        f"step-{total:012d}.ckpt",
+    ]  # fmt: skip

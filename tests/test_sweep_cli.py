@@ -276,5 +276,7 @@ def test_the_same_sweep_run_twice_is_bitwise_identical(toy_sweeps):
 def test_a_sweep_with_no_checkpoint_resumes_from_its_start(toy_sweeps):
     c = toy_sweeps["C"]
     assert f"no checkpoint in {c} yet (it stopped before its first): starting its run over" in toy_sweeps["out"]["C"]
-    assert os.listdir(c / "checkpoints") == [checkpoint.LATEST]  # the dead writer's temp file is gone
+    replay = checkpoint.load_meta(str(c / "checkpoints"))[1]["replay"]["file"]
+    # the dead writer's temp file is gone: the state, its buffer and the best evaluation's state are left
+    assert sorted(os.listdir(c / "checkpoints")) == [checkpoint.BEST, checkpoint.LATEST, replay]
     assert _outcome(c) == _outcome(toy_sweeps["A"])  # the aborted attempt's rows dropped, none repeated
