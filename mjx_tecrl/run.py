@@ -342,7 +342,7 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
                 train_time += chunk_time
                 env_steps = prog.iteration(ts.iteration) * config.num_envs
                 if nonfinite[0] and not plan.is_sweep:
-                    raise NonFiniteError(_nonfinite_text(nonfinite[0], chunk_start, config, ckpt_dir))
+                    raise NonFiniteError(_nonfinite_text(nonfinite[0], chunk_start, config, saver))
                 evaluation = prog.to_host(eval_fn(ts.learner, prog.eval_keys(evals_done)))
                 evals_done += 1
                 sps = chunk_iters * config.num_envs / max(chunk_time, 1e-9)  # per member; the chunk alone, no eval
@@ -356,7 +356,7 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
                     if bad and not plan.is_sweep:
                         raise NonFiniteError(
                             f"non-finite {', '.join(bad)} in the chunk ending at env step {env_steps}; "
-                            + _checkpoint_note(ckpt_dir)
+                            + _checkpoint_note(saver)
                         )
                     if (bad or nonfinite[i]) and m.diverged_at is None:
                         m.diverged_at = env_steps
@@ -707,7 +707,10 @@ def _split_nonfinite(metrics, n_members: int, is_sweep: bool) -> tuple[dict[str,
     return rest, per_member
 
 
-def _checkpoint_note(ckpt_dir: str) -> str:
+def _checkpoint_note(saver: checkpoint.Checkpointer) -> str:
+    """What a stopped run leaves: the checkpoint on disk once the write in flight has ended (whatever its outcome)."""
+    saver.join()
+    ckpt_dir = saver.directory
     try:  # loading it is what shows it intact
         saved_steps = checkpoint.load_meta(ckpt_dir)[1]["env_steps"]
         return f"the last good checkpoint (env step {saved_steps}) in {ckpt_dir} is intact"
@@ -715,8 +718,8 @@ def _checkpoint_note(ckpt_dir: str) -> str:
         return f"no checkpoint was written yet in {ckpt_dir}"
 
 
-def _nonfinite_text(bad: dict[str, int], chunk_start: int, config: Config, ckpt_dir: str) -> str:
-    return health.nonfinite_message(bad, chunk_start, config.num_envs, _checkpoint_note(ckpt_dir))
+def _nonfinite_text(bad: dict[str, int], chunk_start: int, config: Config, saver: checkpoint.Checkpointer) -> str:
+    return health.nonfinite_message(bad, chunk_start, config.num_envs, _checkpoint_note(saver))
 
 
 def _mean_return(rows: list[dict[str, float]]) -> float:

@@ -232,10 +232,11 @@ def test_blow_up_stops_the_run_with_exit_3_and_keeps_the_last_checkpoint(tmp_pat
     assert " at env step 28 " in lines[0], lines[0]
     assert f"the last good checkpoint (env step 20) in {ckpt_dir} is intact" in lines[0]
     # The checkpoint holds the state after chunk 1: loadable, finite, at env step 20.
-    assert sorted(os.listdir(ckpt_dir)) == [checkpoint.LATEST]
+    replay = f"replay-{20:012d}.ckpt"  # its buffer, and the same state as the best evaluation's
+    assert sorted(os.listdir(ckpt_dir)) == [checkpoint.BEST, checkpoint.LATEST, replay]
     payload, meta = checkpoint.load_meta(ckpt_dir)
-    assert meta["env_steps"] == 20
-    for rec in payload["leaves"]:
+    assert meta["env_steps"] == 20 and meta["replay"]["file"] == replay
+    for rec in payload["leaves"] + checkpoint.load_meta(ckpt_dir, replay)[0]["leaves"]:
         x = np.frombuffer(rec["data"], dtype=rec["dtype"])
         if np.issubdtype(x.dtype, np.floating):
             assert np.all(np.isfinite(x)), rec["shape"]
