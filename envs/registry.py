@@ -150,53 +150,49 @@ def _patch_brax_fluid_clip() -> None:
     fluid.jp = compat
 
 
-# `tuned` values were measured on the project's 2-core CPU for short runs (spec §8; docs/decisions.md, "Locomotion");
-# `paper` keeps the reference values. The presets belong to the task, so the Gymnasium task and brax's version
-# share them. rho: the paper's 20 for Humanoid and Walker2d (spec §3.4) is a budget that never binds (the
-# temperature decays to 0); tuned uses 1 everywhere, paper keeps 20 (docs/decisions.md, "rho").
-# entropy_critic_tau 0.05: at the reward critic's 0.005 the entropy critic trails its fixed point by ~1/(tau (1 -
-# gamma)) target updates, and the temperature collapses (docs/decisions.md, "The temperature's swings").
-_RHO_20 = {"rho": 20.0}
-# updates_per_step: the pendulums keep the 8 updates per 32 env steps they were tuned with; the other tasks
-# take one update per env step, SAC's usual replay ratio (docs/decisions.md, "Replay ratio").
-_TUNED_FAST = {
-    "actor_lr": 1e-3,
-    "critic_lr": 1e-3,
-    "init_log_alpha": 0.0,
-    "tau": 0.02,
-    "entropy_critic_tau": 0.02,
-    "updates_per_step": 0.25,
-}
-# critic_layer_norm: doubled DSAC-E's HalfCheetah return at 45k env steps (docs/decisions.md, "LayerNorm").
-# budget_horizon lived: dsac-e's budget over the steps an episode lives; on Hopper the paper's budget let the policy
-# entropy fall to -7 nats where the lived one holds about -3.5 (docs/decisions.md, "Termination").
-_TUNED_3E4 = {
-    "actor_lr": 3e-4,
-    "critic_lr": 3e-4,
-    "init_log_alpha": 0.0,
-    "updates_per_step": 1.0,
-    "entropy_critic_tau": 0.05,
-    "critic_layer_norm": True,
-    "budget_horizon": "lived",
-}
-_IP, _IDP = {**_TUNED_FAST, "learning_starts": 1_000}, {**_TUNED_FAST, "learning_starts": 5_000}
+PRESETS_FILE = os.path.join(os.path.dirname(__file__), "presets.yaml")  # the tasks' presets, their only source
+
+
+def load_presets(path: str = PRESETS_FILE) -> dict[str, Any]:
+    """presets.yaml: {"shared": {group: values}, "tasks": {task: {"tuned": values, "paper": values}}}, every
+    value checked against its Config field's type (ConfigError naming the task and key)."""
+    import dataclasses
+
+    import yaml
+
+    from mjx_tecrl.config import Config
+
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    types = {f.name: type(f.default) for f in dataclasses.fields(Config)}
+    blocks = [(f"shared.{g}", v) for g, v in data["shared"].items()]
+    blocks += [(f"tasks.{t}.{p}", v) for t, presets in data["tasks"].items() for p, v in presets.items()]
+    for where, values in blocks:
+        Config.fields_of(values)  # ConfigError naming a key that is not a Config field
+        for key, value in values.items():
+            want = types[key]
+            if not (isinstance(value, want) or (want is float and type(value) is int)):
+                raise ConfigError(f"{path}: {where}.{key} is {value!r} ({type(value).__name__}); a {want.__name__}")
+    return data
+
+
+_PRESETS = load_presets()
+_LOCOMOTION = _PRESETS["shared"]["locomotion"]  # also a user's task's (`register`, Playground) tuned start
 _TASKS = {
-    "inverted_pendulum": dict(gym_id="InvertedPendulum-v5", brax_scales=True, tuned=_IP),
-    "inverted_double_pendulum": dict(gym_id="InvertedDoublePendulum-v5", tuned=_IDP),
-    "reacher": dict(gym_id="Reacher-v5", time_limit=50, tuned=_TUNED_3E4),
-    "pusher": dict(gym_id="Pusher-v5", time_limit=100, brax_scales=True, tuned=_TUNED_3E4),
-    "hopper": dict(gym_id="Hopper-v5", tuned=_TUNED_3E4),
-    "halfcheetah": dict(gym_id="HalfCheetah-v5", tuned=_TUNED_3E4),
-    "ant": dict(gym_id="Ant-v5", tuned=_TUNED_3E4),
-    "swimmer": dict(
-        gym_id="Swimmer-v5",
-        brax_backend="generalized",
-        tuned={k: v for k, v in _TUNED_3E4.items() if k != "init_log_alpha"},  # swimmer keeps log alpha0 1
-    ),
-    "walker2d": dict(gym_id="Walker2d-v5", tuned=_TUNED_3E4, paper=_RHO_20),
-    "humanoid": dict(gym_id="Humanoid-v5", brax_scales=True, tuned=_TUNED_3E4, paper=_RHO_20),
-    "humanoidstandup": dict(gym_id="HumanoidStandup-v5", tuned=_TUNED_3E4),
+    "inverted_pendulum": dict(gym_id="InvertedPendulum-v5", brax_scales=True),
+    "inverted_double_pendulum": dict(gym_id="InvertedDoublePendulum-v5"),
+    "reacher": dict(gym_id="Reacher-v5", time_limit=50),
+    "pusher": dict(gym_id="Pusher-v5", time_limit=100, brax_scales=True),
+    "hopper": dict(gym_id="Hopper-v5"),
+    "halfcheetah": dict(gym_id="HalfCheetah-v5"),
+    "ant": dict(gym_id="Ant-v5"),
+    "swimmer": dict(gym_id="Swimmer-v5", brax_backend="generalized"),
+    "walker2d": dict(gym_id="Walker2d-v5"),
+    "humanoid": dict(gym_id="Humanoid-v5", brax_scales=True),
+    "humanoidstandup": dict(gym_id="HumanoidStandup-v5"),
 }
+if set(_PRESETS["tasks"]) != set(_TASKS):
+    raise ConfigError(f"{PRESETS_FILE}: its tasks {sorted(_PRESETS['tasks'])} are not the registry's {sorted(_TASKS)}")
 
 # The parallel preset: the task's tuned values, then the massively parallel off-policy learners' recipe: data
 # reused through a few large-batch updates per iteration instead of one update per env step (docs/decisions.md,
@@ -228,7 +224,7 @@ def parallel_recipe(num_envs: int, tuned: dict[str, Any]) -> dict[str, Any]:
 
 _REGISTRY: dict[str, EnvSpec] = {}
 for _name, _kw in _TASKS.items():
-    _presets = dict(tuned=dict(_kw.get("tuned", {})), paper=dict(_kw.get("paper", {})))
+    _presets = {p: dict(_PRESETS["tasks"][_name].get(p) or {}) for p in ("tuned", "paper")}
     # Gymnasium's own time limit where it is not 1000 steps (Reacher 50, Pusher 100), as --episode-length.
     _limit = {"episode_length": _kw["time_limit"]} if "time_limit" in _kw else {}
     _REGISTRY[_name] = EnvSpec(
@@ -281,7 +277,7 @@ def register(
     where = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
     _REGISTRY[name] = EnvSpec(name=name, source=source or f"user ({where})", task=name, kind="custom",
                               env_scales_actions=env_scales_actions, factory=factory,
-                              tuned={**_TUNED_3E4, **(tuned or {})}, paper=dict(paper or {}))  # fmt: skip
+                              tuned={**_LOCOMOTION, **(tuned or {})}, paper=dict(paper or {}))  # fmt: skip
     return _REGISTRY[name]
 
 
@@ -341,7 +337,7 @@ def _playground_spec(name: str, task: str) -> EnvSpec:
         raise EnvFactoryError(f"--env {name!r}: {e}") from None
     if task not in known:
         raise EnvFactoryError(f"--env {name!r}: Playground has no task {task!r}; it has {', '.join(known)}")
-    tuned = {**_TUNED_3E4, "episode_length": playground.episode_length(task)}
+    tuned = {**_LOCOMOTION, "episode_length": playground.episode_length(task)}
     _REGISTRY[name] = EnvSpec(name=name, source="MuJoCo Playground (MJX)", task=task, kind="custom",
                               env_scales_actions=True, factory=functools.partial(playground.make, task),
                               tuned=tuned, paper={"episode_length": tuned["episode_length"]})  # fmt: skip

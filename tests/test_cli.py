@@ -284,6 +284,49 @@ def test_make_config_applies_the_task_preset_then_the_flags(tmp_path, monkeypatc
     assert via_cli.actor_lr == 5e-5 and via_cli.critic_lr == tuned["critic_lr"]
 
 
+def test_the_presets_come_from_the_packages_presets_file():
+    """envs/presets.yaml is the presets' one source: every task's tuned and paper blocks are what the registry
+    hands to make_config, and a user's own task starts from its shared locomotion block."""
+    import yaml
+
+    with open(registry.PRESETS_FILE) as f:
+        data = yaml.safe_load(f)
+    for name in registry.bare_names():
+        for preset in ("tuned", "paper"):
+            block = data["tasks"][name].get(preset) or {}
+            from_registry = getattr(registry.spec(name), preset)
+            assert {k: v for k, v in from_registry.items() if k != "episode_length"} == block, (name, preset)
+            c = make_config(env=name, preset=preset)
+            assert all(getattr(c, k) == v for k, v in block.items()), (name, preset)
+    assert registry.spec("hopper").tuned == data["shared"]["locomotion"]
+    try:
+        assert registry.register("preset_probe", lambda: None).tuned == data["shared"]["locomotion"]
+    finally:
+        registry._REGISTRY.pop("preset_probe", None)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [("actor_lr: 3.0e-4", "actor_lr is '3e-4' (str); a float"), ("critic_layer_norm: true", None),
+     ("budget_horizon: lived", None), ("updates_per_step: 1.0", None)],
+)  # fmt: skip
+def test_a_presets_file_value_of_the_wrong_type_or_name_is_refused(tmp_path, edit, words):
+    """YAML 1.1 reads 3e-4 as a string: the loader names the task, the key and the type a field needs, so a preset
+    cannot silently become a string; an unknown key is refused as in --config."""
+    text = open(registry.PRESETS_FILE).read()
+    assert edit in text
+    bad = {
+        "actor_lr: 3.0e-4": "actor_lr: 3e-4",
+        "critic_layer_norm: true": "critic_layer_norm: 2",
+        "budget_horizon: lived": "budget_horizon: [lived]",
+        "updates_per_step: 1.0": "updates_per_stepz: 1.0",
+    }[edit]
+    (tmp_path / "p.yaml").write_text(text.replace(edit, bad, 1))
+    with pytest.raises(ConfigError) as e:
+        registry.load_presets(str(tmp_path / "p.yaml"))
+    assert (words or ("unknown config keys" if "stepz" in bad else "shared.locomotion.")) in str(e.value)
+
+
 def test_paper_preset_keeps_the_spec_values():
     c = make_config(env="inverted_pendulum", preset="paper")
     assert (c.actor_lr, c.critic_lr, c.alpha_lr) == (1e-4, 1e-4, 3e-4)
