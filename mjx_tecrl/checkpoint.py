@@ -31,6 +31,27 @@ FORMAT_VERSION = 1
 LATEST = "latest.ckpt"
 BEST = "best.ckpt"
 REPLAY_PREFIX, HISTORY_PREFIX, SUFFIX = "replay-", "step-", ".ckpt"
+WHICH_HELP = "latest (default), best (the best mean evaluation) or step-N (env step N, kept by --keep-checkpoints)"
+
+
+def file_name(which: str) -> str:
+    """The file of checkpoint `which` (`latest`, `best` or `step-N`, N env steps); ValueError naming what is
+    allowed."""
+    if which in ("latest", "best"):
+        return LATEST if which == "latest" else BEST
+    steps = which.removeprefix(HISTORY_PREFIX)
+    if which.startswith(HISTORY_PREFIX) and steps.isdigit():
+        return f"{HISTORY_PREFIX}{int(steps):012d}{SUFFIX}"
+    raise ValueError(f"--checkpoint {which!r}: allowed: {WHICH_HELP}")
+
+
+def available(directory: str) -> list[str]:
+    """The `which` names of the checkpoints in `directory` (latest, best, step-N), the history oldest first."""
+    names = [w for w, f in (("latest", LATEST), ("best", BEST)) if os.path.exists(os.path.join(directory, f))]
+    if os.path.isdir(directory):
+        names += [f"{HISTORY_PREFIX}{int(n[len(HISTORY_PREFIX) : -len(SUFFIX)])}" for n in
+                  _names(directory, HISTORY_PREFIX)]  # fmt: skip
+    return names
 
 
 class CheckpointError(RuntimeError):

@@ -123,19 +123,16 @@ def gym_id_of(env_name: str) -> str:
     return gym_id
 
 
-def policy_files(run_dir: str) -> list[str]:
-    """The run's policy files (one per member), exported from its checkpoint where any is missing."""
+def policy_files(run_dir: str, which: str = "latest") -> list[str]:
+    """The run's policy files (one per member) of checkpoint `which`, exported from it where any is missing."""
     from mjx_tecrl import export
-    from mjx_tecrl.policy import read_sweep
+    from mjx_tecrl.policy import checkpoint_file, read_sweep
 
-    sweep = read_sweep(run_dir)
-    paths = (
-        [export.policy_path(run_dir, i) for i in range(len(sweep["members"]))]
-        if sweep
-        else [export.policy_path(run_dir)]
-    )
+    checkpoint_file(run_dir, which)  # ConfigError before anything is written
+    sweep, out = read_sweep(run_dir), export.export_dir(run_dir, which)
+    paths = [export.policy_path(out, i) for i in range(len(sweep["members"]))] if sweep else [export.policy_path(out)]
     if not all(os.path.isfile(p) for p in paths):
-        export.export_run(run_dir)
+        export.export_run(run_dir, which=which)
     return paths
 
 
@@ -156,7 +153,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         from mjx_tecrl.export import NumpyPolicy
 
         gym_id = gym_id_of(config.env)  # before anything is loaded
-        policies = [NumpyPolicy.load(p) for p in policy_files(args.run_dir)]
+        policies = [NumpyPolicy.load(p) for p in policy_files(args.run_dir, args.checkpoint)]
         seeds = [int(p.meta["seed"]) for p in policies]
         per = [mujoco_episodes(p, gym_id, args.episodes, args.seed, config.episode_length) for p in policies]
         results = {k: np.stack([r[k] for r in per]) for k in per[0]}
@@ -164,7 +161,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     else:
         from mjx_tecrl.policy import load_run
 
-        run = load_run(args.run_dir, physics=args.physics)
+        run = load_run(args.run_dir, physics=args.physics, which=args.checkpoint)
         seeds = [m.seed for m in run.members]
         results = mjx_episodes(run, args.episodes, args.seed, args.stochastic)
         physics, env_steps = args.physics or config.physics, run.env_steps
@@ -179,6 +176,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         })  # fmt: skip
     return {
         "run_dir": args.run_dir, "env": config.env, "algo": config.algo, "sim": args.sim, "physics": physics,
+        "checkpoint": args.checkpoint,
         "episodes": args.episodes, "seed": args.seed, "stochastic": args.stochastic, "env_steps": env_steps,
         "wall_s": round(time.time() - t0, 2), "members": rows,
     }, run  # fmt: skip
@@ -197,6 +195,7 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from mjx_tecrl.envs.gym_base import PHYSICS
+    from mjx_tecrl.policy import add_checkpoint_flag
 
     p = commands.Parser(error_name=PROG, prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run or sweep directory (train.py --out)")
@@ -209,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stochastic", action="store_true", help="sample actions from the policy (default: its mean)")
     p.add_argument("--video", default="", help="also render member --member's first episodes to this .mp4")
     p.add_argument("--member", type=int, default=0, help="the member --video renders (default 0)")
-    p.add_argument("--out", default="", help="JSON path (default RUN_DIR/evaluation_<sim>.json)")
+    p.add_argument("--out", default="", help="JSON path (default RUN_DIR/evaluation_<sim>.json; with --checkpoint "
+                   "other than latest, evaluation_<sim>_<checkpoint>.json)")  # fmt: skip
+    add_checkpoint_flag(p)
     args = p.parse_args(argv)
     if args.episodes < 1:
         fail(f"--episodes {args.episodes}: must be at least 1")
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             result["video"] = video.video
     except (ConfigError, render.RendererMissing) as e:
         fail(str(e))
-    out = args.out or os.path.join(args.run_dir, f"evaluation_{args.sim}.json")
+    suffix = "" if args.checkpoint == "latest" else f"_{args.checkpoint}"
+    out = args.out or os.path.join(args.run_dir, f"evaluation_{args.sim}{suffix}.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"{result['env']} ({result['algo']}), {result['physics']}, {args.episodes} "

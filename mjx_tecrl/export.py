@@ -37,6 +37,15 @@ _LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
+EXPORTS_DIR = "exports"  # RUN_DIR/exports/<checkpoint>/: the policy files exported from a checkpoint not latest
+
+
+def export_dir(run_dir: str, which: str = "latest") -> str:
+    """Where `export --checkpoint which` writes: the run directory for latest (the files the run writes itself),
+    RUN_DIR/exports/<which> for the others, so that exporting another checkpoint overwrites nothing of the run's."""
+    return run_dir if which == "latest" else os.path.join(run_dir, EXPORTS_DIR, which)
+
+
 def policy_path(run_dir: str, member: int | None = None, name: str = FILE_NAME) -> str:
     """Where the policy file of a run (or of sweep member `member`) goes."""
     from mjx_tecrl.policy import member_dir
@@ -96,20 +105,22 @@ def save(path: str, arrays: dict[str, np.ndarray]) -> str:
     return path
 
 
-def export_run(run_dir: str, onnx: bool = False) -> list[str]:
-    """Write the policy file (and with `onnx`, policy.onnx) of every policy in `run_dir` from its checkpoint;
-    returns the paths. ConfigError for a directory without a usable run, or `onnx` without jax2onnx."""
+def export_run(run_dir: str, onnx: bool = False, which: str = "latest") -> list[str]:
+    """Write the policy file (and with `onnx`, policy.onnx) of every policy in `run_dir` from its checkpoint
+    `which`, under `export_dir`; returns the paths. ConfigError for a directory without a usable run or
+    checkpoint, or `onnx` without jax2onnx."""
     from mjx_tecrl.policy import load_run
 
     if onnx:
         _jax2onnx()
-    run = load_run(run_dir)
-    paths = []
+    run = load_run(run_dir, which=which)
+    out, paths = export_dir(run_dir, which), []
     for m in run.members:
-        arrays = policy_arrays(run.config, run.env, m.learner, m.index, m.seed)
-        paths.append(save(policy_path(run_dir, m.index if run.is_sweep else None), arrays))
+        info = {"checkpoint": which, "env_steps": run.env_steps}
+        arrays = policy_arrays(run.config, run.env, m.learner, m.index, m.seed, info)
+        paths.append(save(policy_path(out, m.index if run.is_sweep else None), arrays))
         if onnx:
-            path = policy_path(run_dir, m.index if run.is_sweep else None, ONNX_NAME)
+            path = policy_path(out, m.index if run.is_sweep else None, ONNX_NAME)
             with open(path + ".tmp", "wb") as f:
                 f.write(onnx_policy(run, m.index))
             os.replace(path + ".tmp", path)
@@ -202,14 +213,16 @@ def _layer_norm(x: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     from mjx_tecrl.config import ConfigError
+    from mjx_tecrl.policy import add_checkpoint_flag
 
     p = argparse.ArgumentParser(prog="python -m mjx_tecrl.export", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (train.py --out, or a sweep)")
     p.add_argument("--onnx", action="store_true", help=f"also write policy.onnx ({ONNX_HINT})")
+    add_checkpoint_flag(p)
     args = p.parse_args(argv)
     for run_dir in args.run_dirs:
         try:
-            paths = export_run(run_dir, onnx=args.onnx)
+            paths = export_run(run_dir, onnx=args.onnx, which=args.checkpoint)
         except ConfigError as e:
             print(f"export: error: {e}", file=sys.stderr)
             return 2

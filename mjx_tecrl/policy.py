@@ -50,6 +50,7 @@ class LoadedRun:
     is_sweep: bool
     env_steps: int
     fns: Any  # loop.TrainFns of the config: `fns.evaluate`, `fns.learner.deterministic_action`, `fns.env`
+    checkpoint: str = "latest"  # which checkpoint the policies are from (`checkpoint.file_name`)
 
     @property
     def env(self):
@@ -88,17 +89,38 @@ def stacked_hyperparams(config: Config, members: list[dict[str, Any]], action_di
     )
 
 
-def load_run(run_dir: str, physics: str | None = None) -> LoadedRun:
-    """Every policy of `run_dir`, in its env (under `physics`, default the run's); raises ConfigError (one line)
-    when the directory is not a usable run."""
+def add_checkpoint_flag(parser) -> None:
+    """`--checkpoint NAME` for the commands that load a run's policies (`load_run`'s `which`)."""
+    parser.add_argument("--checkpoint", default="latest", metavar="NAME", help=f"which checkpoint: "
+                        f"{checkpoint.WHICH_HELP}")  # fmt: skip
+
+
+def checkpoint_file(run_dir: str, which: str = "latest") -> str:
+    """The file name of checkpoint `which` in run_dir's checkpoints; ConfigError (one line, naming the ones the
+    run has) when the name is malformed or the run has no such checkpoint."""
+    try:
+        name = checkpoint.file_name(which)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if which != "latest" and not os.path.exists(os.path.join(ckpt_dir, name)):
+        has = ", ".join(checkpoint.available(ckpt_dir)) or "none"
+        raise ConfigError(f"--checkpoint {which}: {run_dir!r} has no {name}; it has: {has}")
+    return name
+
+
+def load_run(run_dir: str, physics: str | None = None, which: str = "latest") -> LoadedRun:
+    """Every policy of `run_dir` from its checkpoint `which` (`checkpoint.file_name`), in its env (under
+    `physics`, default the run's); raises ConfigError (one line) when the directory is not a usable run."""
     from mjx_tecrl.envs import registry
     from mjx_tecrl.loop import make_train
 
     config = read_config(run_dir)
     sweep = read_sweep(run_dir)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
+    name = checkpoint_file(run_dir, which)
     try:
-        payload, meta = checkpoint.load_meta(ckpt_dir)
+        payload, meta = checkpoint.load_meta(ckpt_dir, name)
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"{run_dir!r}: {e}") from None
     try:
@@ -120,7 +142,7 @@ def load_run(run_dir: str, physics: str | None = None) -> LoadedRun:
     if not meta.get("has_buffer", True):
         template = template.replace(replay=None)
     try:
-        state, meta = checkpoint.restore(ckpt_dir, template, payload)
+        state, meta = checkpoint.restore(ckpt_dir, template, payload, name)
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"{run_dir!r}: {e}") from None
     learner = jax.tree.map(np.asarray, state.learner)
@@ -138,4 +160,4 @@ def load_run(run_dir: str, physics: str | None = None) -> LoadedRun:
             )
             for i, m in enumerate(sweep["members"])
         ]
-    return LoadedRun(run_dir, config, members, sweep is not None, int(meta.get("env_steps", 0)), fns)
+    return LoadedRun(run_dir, config, members, sweep is not None, int(meta.get("env_steps", 0)), fns, which)

@@ -241,13 +241,13 @@ def check_video(out: str, flag: str = "--out") -> str:
     return backend
 
 
-def render_run(run_dir: str, out: str = "policy.mp4", **options: Any) -> Rendered:
-    """Render a run directory's policy (`render_loaded`'s options); ConfigError / RendererMissing before anything
-    is written."""
+def render_run(run_dir: str, out: str = "policy.mp4", which: str = "latest", **options: Any) -> Rendered:
+    """Render a run directory's policy from its checkpoint `which` (`render_loaded`'s options); ConfigError /
+    RendererMissing before anything is written."""
     backend = check_video(out)
     from mjx_tecrl.policy import load_run
 
-    return render_loaded(load_run(run_dir), out, backend, **options)
+    return render_loaded(load_run(run_dir, which=which), out, backend, **options)
 
 
 def render_loaded(run, out: str, backend: str, episodes: int = 2, member: int = 0, max_steps: int = 0,
@@ -287,6 +287,8 @@ def _camera(text: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mjx_tecrl.policy import add_checkpoint_flag
+
     parser = commands.Parser(
         error_name="render", prog="python -m mjx_tecrl.render", description=__doc__.split("\n\n")[0]
     )
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=0.0, help="video frame rate (default: real time, 1 / dt)")
     parser.add_argument("--strip-frames", type=int, default=6, help="frames in the PNG strip (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes' initial states")
+    add_checkpoint_flag(parser)
     args = parser.parse_args(argv)
     for flag, value, low in (("episodes", args.episodes, 1), ("member", args.member, 0),
                              ("max-steps", args.max_steps, 0), ("width", args.width, 1),
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = {k: getattr(args, k) for k in ("episodes", "member", "max_steps", "width", "height", "camera",
                                                   "fps", "strip_frames", "seed", "distance")}  # fmt: skip
-        result = render_run(args.run_dir, args.out, **options)
+        result = render_run(args.run_dir, args.out, args.checkpoint, **options)
     except ConfigError as e:
         _fail(str(e))
     except RendererMissing as e:

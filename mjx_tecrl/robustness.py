@@ -443,6 +443,8 @@ def plot(rows: list[dict], points: list[GridPoint], axes: list[Axis], out_dir: s
 
 # --- the command line ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from mjx_tecrl.policy import add_checkpoint_flag
+
     p = commands.Parser(
         error_name=PROG,
         prog=PROG,
@@ -467,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--push-every", type=int, default=DEFAULT_PUSH_EVERY, metavar="N", help="mean control steps between pushes"
     )
     p.add_argument("--out", default="", help="output directory (default RUN_DIR/robustness, or ./robustness-<time>)")
+    add_checkpoint_flag(p)
     return p
 
 
@@ -515,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = _out_dir(args)
         from mjx_tecrl.policy import load_run
 
-        runs = [load_run(d) for d in args.runs]
+        runs = [load_run(d, which=args.checkpoint) for d in args.runs]
     except ConfigError as e:
         fail(str(e))
     from mjx_tecrl.envs.perturb import NotPerturbable, PerturbedEnv
@@ -546,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     study = {
         "runs": args.runs,
         "axes": {a.name: list(a.values) for a in axes},
+        "checkpoint": args.checkpoint,
         "one_at_a_time": args.one_at_a_time,
         "episodes": args.episodes,
         "seed": args.seed,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from tiny_runs import tiny_run_dir
 
-from mjx_tecrl import evaluate, export
+from mjx_tecrl import checkpoint, evaluate, export
 from mjx_tecrl.policy import load_run
 from mjx_tecrl.robustness import policy_view
 
@@ -114,3 +114,45 @@ def test_a_directory_without_a_run_exits_2(tmp_path, capsys):
             evaluate.main([str(path)])
         err = capsys.readouterr().err
         assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_checkpoint_flag_evaluates_best_and_step_n_and_exports_them_beside_the_run(tmp_path, capsys):
+    """best.ckpt and step-N.ckpt hold other policies than latest.ckpt: `--checkpoint` evaluates the one it names,
+    writes evaluation_<sim>_<name>.json, and exports its policy file under exports/<name>/, leaving the run's own
+    policy.npz (latest) as it was."""
+    run = tmp_path / "run"
+    tiny_run_dir(run, "dsac-e", 0, extra=(checkpoint.BEST, checkpoint.file_name("step-40")))
+    returns = {}
+    for which in ("latest", "best", "step-40"):
+        _evaluate(capsys, run, "--episodes", EPISODES, "--checkpoint", which)
+        name = "evaluation_mjx.json" if which == "latest" else f"evaluation_mjx_{which}.json"
+        result = json.loads((run / name).read_text())
+        assert result["checkpoint"] == which
+        returns[which] = result["members"][0]["returns"]
+        loaded = load_run(str(run), which=which)
+        plain = jax.jit(loaded.fns.evaluate)(loaded.members[0].learner, jax.random.PRNGKey(0))
+        assert result["members"][0]["return_mean"] == pytest.approx(float(plain["eval/episode_return"]), rel=1e-6)
+    assert returns["latest"] != returns["best"] and returns["best"] != returns["step-40"]  # three policies
+    _evaluate(capsys, run, "--sim", "mujoco", "--episodes", 1, "--checkpoint", "best")
+    best_file = run / export.EXPORTS_DIR / "best" / export.FILE_NAME
+    assert best_file.is_file() and not (run / export.FILE_NAME).exists()  # nothing of latest's is written
+    assert export.NumpyPolicy.load(str(best_file)).meta["checkpoint"] == "best"
+    assert json.loads((run / "evaluation_mujoco_best.json").read_text())["checkpoint"] == "best"
+
+
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ("step-x", "--checkpoint 'step-x': allowed: latest (default), best"),
+        ("newest", "--checkpoint 'newest': allowed: latest (default), best"),
+        ("best", "has no best.ckpt; it has: latest"),
+        ("step-5", "has no step-000000000005.ckpt; it has: latest"),
+    ],
+)
+def test_a_checkpoint_the_run_does_not_have_exits_2_naming_the_ones_it_has(which, message, runs, capsys):
+    for sim in ("mjx", "mujoco"):
+        with pytest.raises(SystemExit) as e:
+            evaluate.main([str(runs["single"]), "--checkpoint", which, "--sim", sim])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (runs["single"] / export.EXPORTS_DIR).exists()

@@ -119,3 +119,32 @@ def test_onnx_without_jax2onnx_exits_2_naming_the_extra(tmp_path, monkeypatch, c
     assert export.main([str(tmp_path), "--onnx"]) == 2  # before the run directory is read
     err = capsys.readouterr().err
     assert "pip install 'mjx_tecrl[onnx]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_of_another_checkpoint_goes_under_exports_and_keeps_the_runs_files(tmp_path, capsys):
+    """`--checkpoint best` on a sweep: one file per member under exports/best/, each its member's policy from
+    best.ckpt (not latest's); the run's own policy files are not touched; a checkpoint the run lacks exits 2."""
+    from tiny_runs import tiny_run_dir
+
+    from mjx_tecrl import checkpoint
+    from mjx_tecrl.policy import load_run
+
+    run_dir = tmp_path / "sweep"
+    tiny_run_dir(run_dir, "dsac-e", 3, sweep_rhos=(0.5, 1.0), extra=(checkpoint.BEST,))
+    assert export.main([str(run_dir)]) == 0
+    latest = [(run_dir / "members" / f"m{i:03d}" / export.FILE_NAME).read_bytes() for i in range(2)]
+    assert export.main([str(run_dir), "--checkpoint", "best"]) == 0
+    best = load_run(str(run_dir), which="best")
+    obs = np.linspace(-1, 1, 4 * best.env.observation_size, dtype=np.float32).reshape(4, -1)
+    for m in best.members:
+        path = run_dir / export.EXPORTS_DIR / "best" / "members" / f"m{m.index:03d}" / export.FILE_NAME
+        policy = export.NumpyPolicy.load(str(path))
+        assert policy.meta["checkpoint"] == "best" and policy.meta["member"] == m.index
+        scale, offset = export.action_map(best.env)
+        expected = offset + scale * np.asarray(best.fns.learner.deterministic_action(m.learner, obs))
+        np.testing.assert_allclose(policy.act(obs), expected, rtol=1e-5, atol=2e-6)
+    assert [(run_dir / "members" / f"m{i:03d}" / export.FILE_NAME).read_bytes() for i in range(2)] == latest
+    capsys.readouterr()
+    assert export.main([str(run_dir), "--checkpoint", "step-9"]) == 2
+    err = capsys.readouterr().err
+    assert "has no step-000000000009.ckpt; it has: latest, best" in err and len(err.strip().splitlines()) == 1

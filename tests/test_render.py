@@ -155,6 +155,7 @@ def test_user_backend_that_cannot_load_is_one_line(untrained_run, tmp_path):
         (["{empty}"], "no config.json"),
         (["{run}", "--member", "3"], "--member 3"),
         (["{run}", "--camera", "nope"], "--camera 'nope'"),
+        (["{run}", "--checkpoint", "step-7"], "has no step-000000000007.ckpt"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(untrained_run, backend, tmp_path, capsys, args, needle):

@@ -280,6 +280,7 @@ def test_study_at_neutral_magnitudes_reproduces_the_plain_evaluation(tiny_runs, 
         (["--perturb", "mass=0,1"], "must be positive"),
         (["--perturb", "mass=1", "--perturb", "mass=2"], "given twice"),
         (["--perturb", "mass=1", "--episodes", "0"], "--episodes 0"),
+        (["--perturb", "mass=1", "--checkpoint", "best"], "has no best.ckpt; it has: latest"),
         ([], "--perturb"),
     ],
 )
