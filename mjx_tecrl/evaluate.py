@@ -126,7 +126,7 @@ def gym_id_of(env_name: str) -> str:
 def policy_files(run_dir: str, which: str = "latest") -> list[str]:
     """The run's policy files (one per member) of checkpoint `which`, exported from it where any is missing."""
     from mjx_tecrl import export
-    from mjx_tecrl.policy import checkpoint_file, read_sweep
+    from mjx_tecrl.rundir import checkpoint_file, read_sweep
 
     checkpoint_file(run_dir, which)  # ConfigError before anything is written
     sweep, out = read_sweep(run_dir), export.export_dir(run_dir, which)
@@ -144,7 +144,7 @@ def fail(message: str) -> NoReturn:
 def evaluate(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """The evaluation the flags ask for: what evaluation_<sim>.json holds, and the loaded run (`--sim mjx`; else
     None). ConfigError on bad input."""
-    from mjx_tecrl.policy import read_config, read_sweep
+    from mjx_tecrl.rundir import read_config, read_sweep
 
     config, sweep = read_config(args.run_dir), read_sweep(args.run_dir)
     t0 = time.time()

@@ -48,9 +48,9 @@ def export_dir(run_dir: str, which: str = "latest") -> str:
 
 def policy_path(run_dir: str, member: int | None = None, name: str = FILE_NAME) -> str:
     """Where the policy file of a run (or of sweep member `member`) goes."""
-    from mjx_tecrl.policy import member_dir
+    from mjx_tecrl.rundir import metrics_dir
 
-    return os.path.join(run_dir if member is None else member_dir(run_dir, member), name)
+    return os.path.join(metrics_dir(run_dir, member), name)
 
 
 def action_map(env) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,8 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from mjx_tecrl.rundir import holds_run
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd program
 
 
@@ -71,7 +73,7 @@ _active: _Guard | None = None
 
 def message(run_dir: str | None) -> str:
     """What the user is told: how to go on (a run directory holds a run once its config.json is written)."""
-    if run_dir and os.path.exists(os.path.join(run_dir, "config.json")):
+    if run_dir and holds_run(run_dir):
         how = f"python train.py --resume {run_dir} continues"
         return f"train.py: interrupted before training began; nothing is lost: {how}"
     return "train.py: interrupted before training began; nothing was written"

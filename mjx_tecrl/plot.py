@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from mjx_tecrl import commands
+from mjx_tecrl import commands, rundir
 from mjx_tecrl.config import HYPERPARAM_NAMES, ConfigError
 
 _NOT_GROUPING = ("out", "resume")  # config.json fields that name a place, not a setting
@@ -97,27 +97,18 @@ def load_curves(run_dir: str) -> list[Curve]:
     """The curves of a run directory: one for a single run, one per member for a sweep."""
     if not os.path.isdir(run_dir):
         raise ConfigError(f"{run_dir!r} is not a directory")
-    cfg_path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise ConfigError(f"{run_dir!r} holds no run (no config.json)")
-    try:
-        with open(cfg_path) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{run_dir!r}: config.json is unreadable ({e})") from None
-    from mjx_tecrl.policy import member_dir, read_sweep
-
-    sweep = read_sweep(run_dir)
+    config = rundir.read_config_dict(run_dir)
+    sweep = rundir.read_sweep(run_dir)
     if sweep is None:
-        return [Curve(run_dir, config, read_metrics(os.path.join(run_dir, "metrics.csv")))]
+        return [Curve(run_dir, config, read_metrics(os.path.join(run_dir, rundir.METRICS_FILE)))]
     curves = []
     for i, member in enumerate(sweep.get("members", [])):
         index = int(member.get("member", i))
         settings = {**config, **member.get("hyperparams", {}), "seed": member.get("seed", config.get("seed"))}
-        metrics = read_metrics(os.path.join(member_dir(run_dir, index), "metrics.csv"))
+        metrics = read_metrics(os.path.join(rundir.member_dir(run_dir, index), rundir.METRICS_FILE))
         curves.append(Curve(f"{run_dir} member {index}", settings, metrics))
     if not curves:
-        raise ConfigError(f"{run_dir!r}: sweep.json lists no members")
+        raise ConfigError(f"{run_dir!r}: {rundir.SWEEP_FILE} lists no members")
     return curves
 
 

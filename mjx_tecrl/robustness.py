@@ -489,7 +489,7 @@ def _out_dir(args: argparse.Namespace) -> str:
 
 def validate(args: argparse.Namespace) -> list[Axis]:
     """Everything checkable before loading: the grid, the sizes and the run directories' configs."""
-    from mjx_tecrl.policy import read_config
+    from mjx_tecrl.rundir import read_config
 
     axes = [parse_axis(t) for t in args.perturb]
     seen = [a.name for a in axes]

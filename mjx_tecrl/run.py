@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import math
 import os
 import signal
@@ -20,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjx_tecrl import checkpoint, export, health, interrupt, memory, policy
+from mjx_tecrl import checkpoint, export, health, interrupt, memory, policy, rundir
 from mjx_tecrl import sweep as sweep_lib
-from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
+from mjx_tecrl.config import Config, ConfigError, make_config, validate
 from mjx_tecrl.logging import RunLogger, format_line, write_json
 from mjx_tecrl.sweep import SweepSpec
 
@@ -67,7 +66,7 @@ def prepare(overrides: dict[str, Any], sweep: SweepSpec | None = None) -> RunPla
     _check_member_devices(len(members))
     tag = "sweep" if sweep is not None else f"s{config.seed}"
     run_dir = config.out or os.path.join("runs", f"{config.env}-{config.algo}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.exists(os.path.join(run_dir, "config.json")):
+    if rundir.holds_run(run_dir):
         raise ConfigError(
             f"--out {run_dir!r} already holds a run; continue it with --resume {run_dir} (which starts it over "
             "if it stopped before its first checkpoint), or choose another --out"
@@ -78,10 +77,9 @@ def prepare(overrides: dict[str, Any], sweep: SweepSpec | None = None) -> RunPla
 
 
 def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_dir: str) -> RunPlan:
-    cfg_path = os.path.join(resume_dir, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise ConfigError(f"--resume {resume_dir!r} holds no run (no config.json)")
-    ckpt_dir = os.path.join(resume_dir, "checkpoints")
+    where = f"--resume {resume_dir!r}"
+    saved = rundir.read_config(resume_dir, where)
+    ckpt_dir = rundir.checkpoints_dir(resume_dir)
     # No checkpoint yet: the run was stopped before its first one, so it starts over. A checkpoint that is
     # there but unreadable is refused (starting over would overwrite what may be recoverable).
     restart = not os.path.exists(os.path.join(ckpt_dir, checkpoint.LATEST))
@@ -89,14 +87,7 @@ def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_d
         try:
             checkpoint.load_meta(ckpt_dir)
         except checkpoint.CheckpointError as e:
-            raise ConfigError(f"--resume {resume_dir!r}: {e}") from None
-    try:
-        with open(cfg_path) as f:
-            saved = Config.from_dict(json.load(f))
-    except ConfigError as e:
-        raise ConfigError(f"--resume {resume_dir!r}: config.json: {e}") from None
-    except (OSError, ValueError, TypeError, AttributeError) as e:  # not JSON, or not a config's fields
-        raise ConfigError(f"--resume {resume_dir!r}: config.json is unreadable ({e})") from None
+            raise ConfigError(f"{where}: {e}") from None
     for name, value in overrides.items():
         if name not in RESUMABLE_OVERRIDES and getattr(saved, name) != value:
             raise ConfigError(
@@ -106,7 +97,7 @@ def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_d
     out = overrides.get("out") or resume_dir
     if os.path.abspath(out) != os.path.abspath(resume_dir):
         raise ConfigError(f"--out {out!r} differs from --resume {resume_dir!r}")
-    saved_sweep = policy.read_sweep(resume_dir)
+    saved_sweep = rundir.read_sweep(resume_dir)
     saved_spec = SweepSpec.from_dict(saved_sweep) if saved_sweep is not None else None
     if sweep is not None and sweep != saved_spec:
         raise ConfigError(
@@ -250,15 +241,15 @@ def _run(plan: RunPlan, out, held: list[int]) -> dict[str, Any]:
             f"(now --num-envs {config.num_envs})",
             file=out,
         )
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    ckpt_dir = rundir.checkpoints_dir(run_dir)
     if writer:
         os.makedirs(run_dir, exist_ok=True)
         held.append(_lock_run_dir(run_dir))  # before anything in it is read or written
         if not plan.resume:  # sweep.json first: a config.json is what marks the directory as holding a run
             if plan.is_sweep:
                 sweep_doc = {**plan.sweep.to_dict(), "members": list(plan.members)}
-                write_json(os.path.join(run_dir, policy.SWEEP_FILE), sweep_doc)
-            write_json(os.path.join(run_dir, "config.json"), config.to_dict())
+                write_json(os.path.join(run_dir, rundir.SWEEP_FILE), sweep_doc)
+            write_json(os.path.join(run_dir, rundir.CONFIG_FILE), config.to_dict())
 
     fns = make_train(config, env)
     prog = _Program.build(plan, fns)
@@ -659,7 +650,7 @@ class _Program:
         return int(np.asarray(self.to_host(counter)).reshape(-1)[0])
 
     def metrics_dir(self, i: int) -> str:
-        return policy.member_dir(self.plan.run_dir, i) if self.plan.is_sweep else self.plan.run_dir
+        return rundir.metrics_dir(self.plan.run_dir, i if self.plan.is_sweep else None)
 
     def seed(self, i: int) -> int:
         return int(self.members[i]["seed"])
@@ -686,7 +677,7 @@ def _report_row(rows: list[dict[str, float]]) -> dict[str, float]:
 def _sweep_rows(prog: _Program, members: list[_MemberLog], summaries, member_sps: float) -> list[dict[str, Any]]:
     rows = []
     for i, (m, s) in enumerate(zip(members, summaries, strict=True)):
-        hp = {n: float(prog.members[i]["hyperparams"].get(n, getattr(prog.plan.config, n))) for n in HYPERPARAM_NAMES}
+        hp = rundir.member_hyperparams(prog.plan.config, prog.members[i])
         rows.append({
             "member": i, "seed": s["seed"], **hp,
             "final_eval_return": s["final_eval_return"], "best_eval_return": s["best_eval_return"],

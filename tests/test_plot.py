@@ -46,7 +46,7 @@ def fake_single_run(root, name="single", algo="dsac-e", seed=0, returns=(10, 50,
 
 def fake_sweep(root, name="sweep", rhos=(0.5, 2.0), seeds=(0, 1)):
     """A sweep directory in the layout of mjx_tecrl.policy: sweep.json and members/mNNN/metrics.csv."""
-    from mjx_tecrl.policy import member_dir
+    from mjx_tecrl.rundir import member_dir
 
     d = os.path.join(root, name)
     os.makedirs(d)
