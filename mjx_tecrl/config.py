@@ -14,7 +14,28 @@ from typing import Any
 import jax.numpy as jnp
 from flax import struct
 
-ALGOS = ("dsac-e", "dsac-e-no-tec", "dsac-t", "sac")
+
+@dataclass(frozen=True)
+class Variant:
+    """An algorithm's switches, read once by `Learner` (a new variant is one entry in VARIANTS plus its test)."""
+
+    name: str
+    distributional: bool  # DSAC's Gaussian reward critic and its loss (§2.1, §2.3); False: SAC's scalar critics
+    soft_reward: bool  # the entropy bonus in the reward critic's target (spec §2.2); False: rewards alone (§3.2)
+    entropy_critic: bool  # an entropy critic Q_e (spec §3.2 PIS), which the actor's loss also reads
+    trajectory_temperature: bool  # alpha tuned to the trajectory budget (spec §3.2 TUP); False: per step (§2.5)
+
+
+VARIANTS = {
+    v.name: v
+    for v in (  # name, distributional, soft_reward, entropy_critic, trajectory_temperature
+        Variant("dsac-e", True, False, True, True),
+        Variant("dsac-e-no-tec", True, False, True, False),  # the ablation: Q_e, but DSAC-T's per-step temperature
+        Variant("dsac-t", True, True, False, False),
+        Variant("sac", False, True, False, False),
+    )
+}
+ALGOS = tuple(VARIANTS)
 CRITIC_LOSSES = ("nll", "huber")
 BUDGET_HORIZONS = ("discounted", "lived")
 PHYSICS = ("faithful", "fast")  # mjx_tecrl.envs.gym_base.PHYSICS
@@ -185,8 +206,12 @@ class Config:
         return max(blocks, 1) * self.policy_delay
 
     @property
+    def variant(self) -> Variant:
+        return VARIANTS[self.algo]
+
+    @property
     def uses_entropy_critic(self) -> bool:
-        return self.algo in ("dsac-e", "dsac-e-no-tec")
+        return self.variant.entropy_critic
 
 
 HYPERPARAM_NAMES = (

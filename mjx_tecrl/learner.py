@@ -11,7 +11,7 @@ import optax
 from flax import struct
 
 from mjx_tecrl import distributions, losses
-from mjx_tecrl.config import Config, Hyperparams
+from mjx_tecrl.config import VARIANTS, Config, Hyperparams, Variant
 from mjx_tecrl.networks import Networks, make_networks
 from mjx_tecrl.types import NormalizerState, Steps, Transition, normalize, normalizer_init
 
@@ -76,15 +76,20 @@ class Learner:
             config.hidden_sizes,
             config.twin_entropy_critic,
             critic_layer_norm=config.critic_layer_norm,
-            horizon=config.algo == "dsac-e" and config.budget_horizon == "lived",
+            horizon=config.variant.trajectory_temperature and config.budget_horizon == "lived",
             actor_layer_norm=config.actor_layer_norm,
             matmul_dtype=config.matmul_dtype,
         )
         return cls(nets, config.algo, config.critic_loss, config.normalize_obs)
 
     @property
+    def variant(self) -> Variant:
+        """The algorithm's switches (`config.VARIANTS`)."""
+        return VARIANTS[self.algo]
+
+    @property
     def uses_entropy_critic(self) -> bool:
-        return self.algo in ("dsac-e", "dsac-e-no-tec")
+        return self.variant.entropy_critic
 
     def init(self, key: jax.Array, obs_dim: int, hyperparams: Hyperparams) -> LearnerState:
         """Fresh state; targets are copies (not aliases) so the state can be donated."""
@@ -150,13 +155,13 @@ class Learner:
         # Next action from the TARGET policy, shared by the reward and entropy targets (spec §3.3).
         next_action, next_log_prob = self._sample(state.actor_target_params, next_obs, key_next)
         q_next, std_next = nets.reward_critics(state.reward_critic_target_params, next_obs, next_action)
-        soft = self.algo in ("dsac-t", "sac")
+        soft = self.variant.soft_reward
         entropy_bonus = -alpha * next_log_prob if soft else jnp.zeros_like(next_log_prob)
         if soft and entropy_between is not None:  # the soft return's entropy of the steps inside the n
             reward = reward + alpha * entropy_between
 
         # Reward critics (PEV).
-        if self.algo == "sac":
+        if not self.variant.distributional:
             y = losses.sac_critic_targets(q_next, reward, discount, entropy_bonus)
 
             def reward_loss_fn(params):
@@ -281,7 +286,7 @@ class Learner:
 
         (loss_pi, (log_prob, q_e, horizon)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(old.actor_params)
         h0 = -hp.action_dim
-        if self.algo == "dsac-e":
+        if self.variant.trajectory_temperature:
             if horizon is None:
                 budget = losses.entropy_budget(hp.rho, hp.action_dim, hp.gamma)
             else:  # per sample: rho H0 over the (discounted) steps still to come at (s, a)
@@ -317,7 +322,7 @@ class Learner:
         }
         if self.uses_entropy_critic:
             metrics["train/trajectory_entropy"] = jnp.mean(-log_prob + q_e)
-        if self.algo == "dsac-e":
+        if self.variant.trajectory_temperature:
             metrics["train/entropy_budget"] = jnp.mean(budget)
             if horizon is not None:
                 metrics["diag/horizon"] = jnp.mean(horizon)

@@ -486,6 +486,26 @@ def test_variant_switches_pick_their_published_terms():
         assert not _close(got, hand_losses(algo, state, batch, k, actor_qe=False)["train/loss_actor"])
 
 
+def test_a_new_variant_is_one_entry_in_the_variant_table(monkeypatch):
+    """The learner reads only the variant record: an entry that mixes the switches (SAC's scalar critics with
+    DSAC-E's entropy critic and trajectory temperature) runs, and its metrics follow each switch."""
+    from mjx_tecrl import config as config_mod
+
+    monkeypatch.setitem(config_mod.VARIANTS, "sac-e", config_mod.Variant("sac-e", False, False, True, True))
+    mixed = Learner(NETS, "sac-e", "nll", False)
+    state = mixed.init(key(0), OBS_DIM, hp())
+    assert state.entropy_critic_params is not None  # entropy_critic
+    new, m = _jit(mixed.update, static_argnames="update_actor")(state, make_batch(), key(1), update_actor=True)
+    assert "train/q_e" in m and "train/entropy_budget" in m and "train/target_entropy" not in m
+    assert "train/critic_std" in m and all_finite(new)
+    # soft_reward False: the target leaves out -alpha log pi', so the loss differs from plain sac's on the same
+    # critic parameters, batch and key
+    plain = init_state("sac").replace(reward_critic_params=state.reward_critic_params)
+    _, m_sac = update_fn("sac")(plain, make_batch(), key(1), update_actor=False)
+    assert float(m["train/loss_reward_critic"]) != pytest.approx(float(m_sac["train/loss_reward_critic"]))
+    assert float(m["train/loss_reward_critic"]) > 0
+
+
 def test_res_and_dsac_t_actor_updates_agree_when_soft_critic_is_the_sum():
     """Spec §3.2 through the learner: a dsac-t whose critic i is exactly Q_r,i + alpha Q_e (block-diagonal
     MLP of double width) and a dsac-e-no-tec with Q_r, Q_e take the same actor and temperature step."""
