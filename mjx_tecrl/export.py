@@ -116,7 +116,8 @@ def export_run(run_dir: str, onnx: bool = False, which: str = "latest") -> list[
     run = load_run(run_dir, which=which)
     out, paths = export_dir(run_dir, which), []
     for m in run.members:
-        info = {"checkpoint": which, "env_steps": run.env_steps}
+        # latest: the same file the run wrote at its end; another checkpoint says which it is in the meta
+        info = {} if which == "latest" else {"checkpoint": which, "env_steps": run.env_steps}
         arrays = policy_arrays(run.config, run.env, m.learner, m.index, m.seed, info)
         paths.append(save(policy_path(out, m.index if run.is_sweep else None), arrays))
         if onnx:
