@@ -58,6 +58,8 @@ def main(argv=None):
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true", help="tabulate finished runs, start none")
     p.add_argument("--figures", default="", help="write DIR/learning_<task>.png per task (mjx_tecrl.plot)")
+    p.add_argument("--cut-at", type=int, default=0, metavar="STEPS", help="with --report-only: compare runs cut "
+                   "short (unfinished ones included) at a common env step, their curves up to STEPS")  # fmt: skip
     args = C.parse(p, {"steps": 12_000, "seeds": 1, "eval_every": 1_000, "systems": ["sac", "sb3-sac"]}, argv)
     C.check_tasks(p, args.tasks)
     for s in args.systems:
@@ -140,15 +142,31 @@ def _run(job: dict) -> int:
     return rc
 
 
-def _curves(job: dict) -> list[dict]:
-    """One record per seed of a finished run: its evaluations and its summary."""
+def _reportable(run_dir: str, cut_at: int) -> bool:
+    """Finished, or with `cut_at`, holding evaluations at or past it (a run stopped there)."""
+    if _finished(run_dir) or not cut_at or not os.path.isfile(os.path.join(run_dir, "config.json")):
+        return _finished(run_dir)
     from mjx_tecrl.plot import load_curves
 
-    with open(os.path.join(job["dir"], "summary.json")) as f:
-        summary = json.load(f)
-    out = []
-    for curve in load_curves(job["dir"]):
+    return all(c.metrics["env_steps"].size and c.metrics["env_steps"][-1] >= cut_at for c in load_curves(run_dir))
+
+
+def _curves(job: dict, cut_at: int = 0) -> list[dict]:
+    """One record per seed of a run: its evaluations (up to `cut_at` env steps, where given) and its summary (an
+    unfinished run's: the wall time of its last row)."""
+    from mjx_tecrl.plot import load_curves
+
+    summary = {}
+    if _finished(job["dir"]):
+        with open(os.path.join(job["dir"], "summary.json")) as f:
+            summary = json.load(f)
+    out, curves = [], load_curves(job["dir"])
+    summary.setdefault("members", len(curves))
+    for curve in curves:
         m = curve.metrics
+        if cut_at:
+            m = {k: v[m["env_steps"] <= cut_at] for k, v in m.items()}
+        summary.setdefault("wall_time_s", float(m["wall_time_s"][-1]))
         seeds = summary.get("members", 1)
         out.append(dict(
             task=job["task"], system=job["system"], seed=int(curve.settings.get("seed", 0)), dir=job["dir"],
@@ -199,7 +217,8 @@ def _stats(values: list[float]) -> dict:
 
 
 def _write(report, jobs: list[dict], args) -> list[dict]:
-    records = [c for j in jobs if _finished(j["dir"]) for c in _curves(j)]
+    cut = getattr(args, "cut_at", 0)
+    records = [c for j in jobs if _reportable(j["dir"], cut) for c in _curves(j, cut)]
     rows = _summarise(records, args.eval_every)
     report.rows = rows
     report.extra = {"runs": records, "commands": {j["dir"]: " ".join(j["cmd"][1:]) for j in jobs}}
