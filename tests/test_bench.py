@@ -230,3 +230,19 @@ def test_checkpoint_cost_quick_times_every_case_and_the_before_save_is_the_old_r
     rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"none", "streamed", "background"} | ({"before"} if before is not None else set())
     assert rows["none"]["save_cost_s"] == 0 and all(r["state_gb"] > 0.02 for r in rows.values())
+
+
+def test_reference_learning_cut_at_compares_runs_stopped_at_a_common_step(tmp_path):
+    """--cut-at: a run stopped without its summary.json is reported once its evaluations reach the step, and its
+    curve (and so its score, the mean of the last three evaluations) ends there."""
+    import reference_learning as R
+
+    run = tmp_path / "walker2d" / "dsac-e"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"env": "walker2d", "algo": "dsac-e", "seed": 0}))
+    rows = ["env_steps,wall_time_s,eval/episode_return"] + [f"{s},{s / 10},{s / 100}" for s in range(5000, 45000, 5000)]
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert not R._reportable(str(run), 0) and not R._reportable(str(run), 50_000) and R._reportable(str(run), 30_000)
+    (record,) = R._curves({"task": "walker2d", "system": "dsac-e", "dir": str(run)}, cut_at=30_000)
+    assert record["env_steps"][-1] == 30_000 and record["wall_s"] == 3000.0
+    assert R.score(record["env_steps"], record["eval_return"]) == pytest.approx((200 + 250 + 300) / 3)
