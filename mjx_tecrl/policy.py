@@ -34,7 +34,6 @@ class LoadedRun:
     is_sweep: bool
     env_steps: int
     fns: Any  # loop.TrainFns of the config: `fns.evaluate`, `fns.learner.deterministic_action`, `fns.env`
-    checkpoint: str = "latest"  # which checkpoint the policies are from (`checkpoint.file_name`)
 
     @property
     def env(self):
@@ -108,4 +107,4 @@ def load_run(run_dir: str, physics: str | None = None, which: str = "latest") ->
             )
             for i, m in enumerate(sweep["members"])
         ]
-    return LoadedRun(run_dir, config, members, sweep is not None, int(meta.get("env_steps", 0)), fns, which)
+    return LoadedRun(run_dir, config, members, sweep is not None, int(meta.get("env_steps", 0)), fns)
