@@ -10,7 +10,7 @@ sweep.json are written atomically, a resume only deletes a dead writer's temp fi
 atomically, and checkpoints are written after chunks only. So ending the process then is as safe as the
 SIGKILL that tests/test_kills.py sends at random moments, and the run directory stays resumable.
 
-When the training loop starts, run.py's `_StopFlag` takes over through `handover()`: from then on a Ctrl-C
+When the training loop starts, `StopFlag` takes over through `handover()`: from then on a Ctrl-C
 saves a checkpoint after the current chunk.
 
 No imports beyond the standard library, so train.py can arm it before importing JAX.
@@ -23,8 +23,6 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-
-from mjx_tecrl.rundir import holds_run
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd program
 
@@ -73,9 +71,12 @@ _active: _Guard | None = None
 
 def message(run_dir: str | None) -> str:
     """What the user is told: how to go on (a run directory holds a run once its config.json is written)."""
-    if run_dir and holds_run(run_dir):
-        how = f"python train.py --resume {run_dir} continues"
-        return f"train.py: interrupted before training began; nothing is lost: {how}"
+    if run_dir:  # set once the flags are parsed, when JAX (which rundir imports) is loaded: imported here
+        from mjx_tecrl.rundir import holds_run
+
+        if holds_run(run_dir):
+            how = f"python train.py --resume {run_dir} continues"
+            return f"train.py: interrupted before training began; nothing is lost: {how}"
     return "train.py: interrupted before training began; nothing was written"
 
 
@@ -112,3 +113,30 @@ def handover(installed_previous):
         return installed_previous
     guard, _active = _active, None
     return guard.disarm(restore_handler=False)
+
+
+class StopFlag:
+    """SIGINT sets a flag; the loop saves a checkpoint after the current chunk and exits cleanly."""
+
+    def __init__(self):
+        self.stop = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.stop:  # a second Ctrl-C: give up at once
+                raise KeyboardInterrupt
+            self.stop = True
+            print("\ninterrupt: saving a checkpoint after this chunk (Ctrl-C again to abort)", flush=True)
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not in the main thread
+            self._previous = None
+        else:  # the guard of the compile (`until_training`) hands Ctrl-C over to this flag
+            self._previous = handover(previous)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
