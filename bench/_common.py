@@ -149,7 +149,7 @@ def learner_and_replay(fns, seed: int = 0):
 
     c, e = fns.config, fns.env
     k_learner, k_data = jax.random.split(jax.random.PRNGKey(seed))
-    learner = jax.jit(fns.learner.init, static_argnums=1)(k_learner, e.observation_size, c.hyperparams(e.action_size))
+    learner = jax.jit(fns.learner.init, static_argnums=1)(k_learner, e.observation_size, c.hyperparams())
     n = c.num_envs
     replay = replay_lib.init(c.buffer_capacity, e.observation_size, e.action_size)
     ks = iter(jax.random.split(k_data, 6 * (-(-c.batch_size // n))))

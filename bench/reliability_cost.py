@@ -25,7 +25,7 @@ def main():
     config = Config(num_envs=32, batch_size=256, buffer_size=100_000, updates_per_step=8 / 32, eval_every=32 * 8,
                     learning_starts=1000, hidden_sizes=(256, 256, 256))  # fmt: skip
     fns = loop.make_train(config, CounterEnv())
-    ts = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams(1))
+    ts = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams())
     compiled = jax.jit(fns.run_chunk).lower(ts).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost

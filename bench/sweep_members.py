@@ -23,10 +23,11 @@ import _common as C
 
 def _run(overrides: dict, seeds: int | None = None) -> tuple[dict, float]:
     from mjx_tecrl import run as run_lib
+    from mjx_tecrl import rundir
     from mjx_tecrl.sweep import SweepSpec
 
     t0 = time.perf_counter()
-    plan = run_lib.prepare(overrides, SweepSpec((), seeds) if seeds else None)
+    plan = rundir.prepare(overrides, SweepSpec((), seeds) if seeds else None)
     summary = run_lib.run(plan, out=io.StringIO())
     return summary, time.perf_counter() - t0
 

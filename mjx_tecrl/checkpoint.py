@@ -169,8 +169,12 @@ def restore(
     saved = dict(zip(payload["paths"], payload["leaves"], strict=True))
     wanted = [jax.tree_util.keystr(path) for path, _ in paths_leaves]
     # A traced hyperparameter added since the checkpoint was written takes the template's value (the run's config):
-    # the checkpoint's hyperparameters are its config's, which the caller built the template from.
+    # the checkpoint's hyperparameters are its config's, which the caller built the template from. One removed
+    # since (action_dim, now static) is dropped.
     added = [p for p in wanted if p not in saved and _is_hyperparameter(p)]
+    removed = [p for p in saved if p not in set(wanted) and _is_hyperparameter(p)]
+    for p in removed:
+        del saved[p]
     if len(saved) + len(added) != len(wanted):
         raise CheckpointError(
             f"checkpoint holds {len(saved)} arrays but this configuration has {len(wanted)}: "

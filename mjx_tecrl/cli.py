@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_envs:
         print(list_envs_table())
         return 0
-    from mjx_tecrl.run import NonFiniteError, prepare, run
+    from mjx_tecrl.run import NonFiniteError, run
+    from mjx_tecrl.rundir import prepare
     from mjx_tecrl.sweep import parse_sweep
 
     try:

@@ -50,6 +50,11 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
+def _h(default: float, help: str) -> Any:
+    """A traced hyperparameter: a float a sweep may vary (`Hyperparams`, `--sweep`), the same program for all."""
+    return _f(default, help, traced=True)
+
+
 @dataclass(frozen=True)
 class Config:
     """Every knob of a training run. Each field is a `train.py` flag (underscores become dashes)."""
@@ -106,23 +111,23 @@ class Config:
         "domain randomisation: physics scales drawn per env at every reset, NAME=LOW:HIGH,... with NAME in "
         "mass, friction, gain, damping, gravity (e.g. mass=0.8:1.2,friction=0.5:1.5); empty: off",
     )
-    # --- hyperparameters (traced: sweeps may vary them) ---
-    gamma: float = _f(0.99, "discount factor")
-    tau: float = _f(0.005, "Polyak rate for targets and for the critic-std running mean")
-    entropy_critic_tau: float = _f(
+    # --- hyperparameters (traced: a sweep may vary them; `_h` marks them, HYPERPARAM_NAMES lists them) ---
+    gamma: float = _h(0.99, "discount factor")
+    tau: float = _h(0.005, "Polyak rate for targets and for the critic-std running mean")
+    entropy_critic_tau: float = _h(
         0.005, "Polyak rate of the entropy critic's target (spec A8: the reward critic's by default)"
     )
-    actor_lr: float = _f(1e-4, "actor learning rate (Adam)")
-    critic_lr: float = _f(1e-4, "reward and entropy critic learning rate (Adam)")
-    alpha_lr: float = _f(3e-4, "temperature (log alpha) learning rate (Adam)")
-    weight_decay: float = _f(
+    actor_lr: float = _h(1e-4, "actor learning rate (Adam)")
+    critic_lr: float = _h(1e-4, "reward and entropy critic learning rate (Adam)")
+    alpha_lr: float = _h(3e-4, "temperature (log alpha) learning rate (Adam)")
+    rho: float = _h(1.0, "trajectory entropy budget scale: H_budget = rho * H0 / (1 - gamma)")
+    init_log_alpha: float = _h(1.0, "initial log temperature")
+    reward_scale: float = _h(1.0, "multiplier on rewards before learning")
+    xi: float = _h(3.0, "DSAC-T clipping bound factor: b = xi * running mean of critic std")
+    epsilon: float = _h(0.1, "DSAC-T bias keeping critic-loss denominators away from zero")
+    weight_decay: float = _h(
         0.0, "decoupled weight decay (AdamW) of the actor and critics, times their learning rate; 0: Adam (spec)"
     )
-    rho: float = _f(1.0, "trajectory entropy budget scale: H_budget = rho * H0 / (1 - gamma)")
-    init_log_alpha: float = _f(1.0, "initial log temperature")
-    reward_scale: float = _f(1.0, "multiplier on rewards before learning")
-    xi: float = _f(3.0, "DSAC-T clipping bound factor: b = xi * running mean of critic std")
-    epsilon: float = _f(0.1, "DSAC-T bias keeping critic-loss denominators away from zero")
     # --- evaluation and I/O (host side) ---
     eval_every: int = _f(
         5_000, "environment steps between evaluations (and chunk boundaries); unset: at least 25 iterations"
@@ -149,12 +154,9 @@ class Config:
     track: bool = _f(False, "also log to Weights & Biases (pip install 'mjx_tecrl[wandb]'; WANDB_MODE=offline works)")
     wandb_project: str = _f("mjx_tecrl", "the Weights & Biases project of --track")
 
-    def hyperparams(self, action_dim: int) -> Hyperparams:
+    def hyperparams(self) -> Hyperparams:
         """The traced hyperparameters of this config."""
-        return Hyperparams(
-            **{name: jnp.asarray(getattr(self, name), jnp.float32) for name in HYPERPARAM_NAMES},
-            action_dim=jnp.asarray(action_dim, jnp.float32),
-        )
+        return Hyperparams(**{name: jnp.asarray(getattr(self, name), jnp.float32) for name in HYPERPARAM_NAMES})
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -214,60 +216,40 @@ class Config:
         return self.variant.entropy_critic
 
 
-HYPERPARAM_NAMES = (
-    "gamma", "tau", "entropy_critic_tau", "actor_lr", "critic_lr", "alpha_lr", "rho",
-    "init_log_alpha", "reward_scale", "xi", "epsilon", "weight_decay",
-)  # fmt: skip
+HYPERPARAM_NAMES = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("traced"))
 
-
-@struct.dataclass
-class Hyperparams:
-    """Traced float hyperparameters; a sweep grid is the same class with a leading member axis."""
-
-    gamma: jnp.ndarray
-    tau: jnp.ndarray
-    entropy_critic_tau: jnp.ndarray
-    actor_lr: jnp.ndarray
-    critic_lr: jnp.ndarray
-    alpha_lr: jnp.ndarray
-    rho: jnp.ndarray
-    init_log_alpha: jnp.ndarray
-    reward_scale: jnp.ndarray
-    xi: jnp.ndarray
-    epsilon: jnp.ndarray
-    weight_decay: jnp.ndarray
-    action_dim: jnp.ndarray  # |A| as a float, so H0 = -|A| is computed in-graph
+# Traced float hyperparameters, one jnp array per name in HYPERPARAM_NAMES (their one declaration is Config's `_h`
+# fields); a sweep grid is the same class with a leading member axis.
+Hyperparams = struct.dataclass(
+    type("Hyperparams", (), {"__annotations__": dict.fromkeys(HYPERPARAM_NAMES, jnp.ndarray), "__module__": __name__})
+)
 
 
 def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_count: int = 1) -> None:
     """Raise ConfigError with a one-line message for the first invalid value."""
-    c = config
-    if known_envs is not None and c.env not in known_envs:
-        raise ConfigError(f"--env {c.env!r} is unknown; known: {', '.join(known_envs)}")
-    if c.algo not in ALGOS:
-        raise ConfigError(f"--algo {c.algo!r} is unknown; allowed: {', '.join(ALGOS)}")
-    if c.critic_loss not in CRITIC_LOSSES:
-        raise ConfigError(f"--critic-loss {c.critic_loss!r} is unknown; allowed: {', '.join(CRITIC_LOSSES)}")
-    if c.budget_horizon not in BUDGET_HORIZONS:
-        raise ConfigError(f"--budget-horizon {c.budget_horizon!r} is unknown; allowed: {', '.join(BUDGET_HORIZONS)}")
-    if c.physics not in PHYSICS:
-        raise ConfigError(f"--physics {c.physics!r} is unknown; allowed: {', '.join(PHYSICS)}")
-    if c.matmul_dtype not in MATMUL_DTYPES:
-        raise ConfigError(f"--matmul-dtype {c.matmul_dtype!r} is unknown; allowed: {', '.join(MATMUL_DTYPES)}")
+    if known_envs is not None and config.env not in known_envs:
+        raise ConfigError(f"--env {config.env!r} is unknown; known: {', '.join(known_envs)}")
+    _check_choices(config)
+    _check_integers(config)
+    _check_sizes(config, device_count)
+    _check_numbers(config)
+
+
+POSITIVE_INTS = ("num_envs", "total_steps", "batch_size", "buffer_size", "n_step", "policy_delay", "episode_length",
+                 "eval_every", "num_eval_envs", "checkpoint_buffer_every", "keep_checkpoints")  # fmt: skip
+NON_NEGATIVE_INTS = ("learning_starts", "checkpoint_every", "seed", "buffer_per_env")
+POSITIVE_FLOATS = ("actor_lr", "critic_lr", "alpha_lr", "rho", "reward_scale", "xi", "epsilon")
+
+
+def _check_choices(c: Config) -> None:
+    """The string flags: each one of its allowed values (--randomize: a range list)."""
     from mjx_tecrl.envs.registry import PRESETS
 
-    if c.preset not in PRESETS:
-        raise ConfigError(f"--preset {c.preset!r} is unknown; allowed: {', '.join(PRESETS)}")
-    for name in ("num_envs", "total_steps", "batch_size", "buffer_size", "n_step",
-                 "policy_delay", "episode_length", "eval_every", "num_eval_envs", "checkpoint_buffer_every",
-                 "keep_checkpoints"):  # fmt: skip
-        v = getattr(c, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ConfigError(f"--{_flag(name)} {v!r} must be a positive integer")
-    for name in ("learning_starts", "checkpoint_every", "seed", "buffer_per_env"):
-        v = getattr(c, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ConfigError(f"--{_flag(name)} {v!r} must be a non-negative integer")
+    choices = {"algo": ALGOS, "critic_loss": CRITIC_LOSSES, "budget_horizon": BUDGET_HORIZONS, "physics": PHYSICS,
+               "matmul_dtype": MATMUL_DTYPES, "preset": PRESETS}  # fmt: skip
+    for name, allowed in choices.items():
+        if getattr(c, name) not in allowed:
+            raise ConfigError(f"--{_flag(name)} {getattr(c, name)!r} is unknown; allowed: {', '.join(allowed)}")
     if c.randomize:
         from mjx_tecrl.envs.perturb import parse_ranges
 
@@ -275,14 +257,26 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
             parse_ranges(c.randomize)
         except ValueError as e:
             raise ConfigError(f"--randomize {c.randomize!r}: {e}") from None
+
+
+def _check_integers(c: Config) -> None:
+    for names, least, what in ((POSITIVE_INTS, 1, "a positive"), (NON_NEGATIVE_INTS, 0, "a non-negative")):
+        for name in names:
+            v = getattr(c, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ConfigError(f"--{_flag(name)} {v!r} must be {what} integer")
     if not c.hidden_sizes or any(h <= 0 for h in c.hidden_sizes):
         raise ConfigError(f"--hidden-sizes {list(c.hidden_sizes)} must be one or more positive integers")
+
+
+def _check_sizes(c: Config, device_count: int) -> None:
+    """How the sizes fit together: envs over devices, updates per iteration, the replay buffer's capacity."""
     if c.num_envs % device_count:
         raise ConfigError(f"--num-envs {c.num_envs} is not divisible by the device count {device_count}")
     if c.batch_size > c.buffer_capacity:
         raise ConfigError(f"--batch-size {c.batch_size} is larger than the replay capacity {c.buffer_flag()}")
     ups = c.updates_per_step
-    if not isinstance(ups, (int, float)) or isinstance(ups, bool) or not math.isfinite(ups) or ups <= 0:
+    if not _finite_number(ups) or ups <= 0:
         raise ConfigError(f"--updates-per-step {ups!r} must be a positive number")
     if ups * c.num_envs < c.policy_delay / 2:
         raise ConfigError(
@@ -304,10 +298,13 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
         raise ConfigError(
             f"--learning-starts {c.learning_starts} exceeds the buffer capacity {c.buffer_capacity} ({c.buffer_flag()})"
         )
+
+
+def _check_numbers(c: Config) -> None:
+    """The traced hyperparameters: finite, and each in its range."""
     for name in HYPERPARAM_NAMES:
-        v = getattr(c, name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise ConfigError(f"--{_flag(name)} {v!r} must be a finite number")
+        if not _finite_number(getattr(c, name)):
+            raise ConfigError(f"--{_flag(name)} {getattr(c, name)!r} must be a finite number")
     if c.weight_decay < 0:
         raise ConfigError(f"--weight-decay {c.weight_decay} must be non-negative")
     if not 0.0 < c.gamma < 1.0:
@@ -315,9 +312,13 @@ def validate(config: Config, known_envs: tuple[str, ...] | None = None, device_c
     for name in ("tau", "entropy_critic_tau"):
         if not 0.0 < getattr(c, name) <= 1.0:
             raise ConfigError(f"--{_flag(name)} {getattr(c, name)} must lie in (0, 1]")
-    for name in ("actor_lr", "critic_lr", "alpha_lr", "rho", "reward_scale", "xi", "epsilon"):
+    for name in POSITIVE_FLOATS:
         if getattr(c, name) <= 0:
             raise ConfigError(f"--{_flag(name)} {getattr(c, name)} must be positive")
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _flag(name: str) -> str:

@@ -285,12 +285,13 @@ class Learner:
             return losses.actor_loss(log_prob, q_r, q_e, alpha), (log_prob, q_e, horizon)
 
         (loss_pi, (log_prob, q_e, horizon)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(old.actor_params)
-        h0 = -hp.action_dim
+        action_dim = self.networks.actor.action_dim  # static: H0 is a constant of the program
+        h0 = losses.target_entropy(action_dim)
         if self.variant.trajectory_temperature:
             if horizon is None:
-                budget = losses.entropy_budget(hp.rho, hp.action_dim, hp.gamma)
+                budget = losses.entropy_budget(hp.rho, action_dim, hp.gamma)
             else:  # per sample: rho H0 over the (discounted) steps still to come at (s, a)
-                budget = losses.entropy_budget_lived(hp.rho, hp.action_dim, jnp.min(horizon, axis=0))
+                budget = losses.entropy_budget_lived(hp.rho, action_dim, jnp.min(horizon, axis=0))
             temp_loss_fn = lambda la: losses.temperature_loss_trajectory(la, log_prob, q_e, budget)  # noqa: E731
         else:
             temp_loss_fn = lambda la: losses.temperature_loss_per_step(la, log_prob, h0)  # noqa: E731

@@ -55,7 +55,7 @@ class TrainFns:
         which donation would refuse.
         """
         if hyperparams is None:
-            hyperparams = self.config.hyperparams(self.env.action_size)
+            hyperparams = self.config.hyperparams()
         return self._jit_init(key, hyperparams)
 
     @cached_property

@@ -13,16 +13,21 @@ import optax
 sg = jax.lax.stop_gradient
 
 
+def target_entropy(action_dim: jax.Array) -> jax.Array:
+    """H0 = -|A|, the per-step target entropy (spec §2.5) that the budgets scale."""
+    return -jnp.asarray(action_dim, jnp.float32)
+
+
 def entropy_budget(rho: jax.Array, action_dim: jax.Array, gamma: jax.Array) -> jax.Array:
     """H_budget = rho * H0 / (1 - gamma), H0 = -|A| (spec §3.2, Eq. 9 of the paper)."""
-    return rho * (-action_dim) / (1.0 - gamma)
+    return rho * target_entropy(action_dim) / (1.0 - gamma)
 
 
 def entropy_budget_lived(rho: jax.Array, action_dim: jax.Array, horizon: jax.Array) -> jax.Array:
     """H_budget(s, a) = rho * H0 * (1 + D(s, a)), D = E[sum_{t>=1} gamma^t 1{alive at t}]: §3.2's budget counted
     over the steps the episode still lives (`--budget-horizon lived`, docs/decisions.md). Without termination
     D = gamma / (1 - gamma) and this is `entropy_budget`. `horizon` is detached: no gradient reaches D."""
-    return rho * (-action_dim) * (1.0 + sg(horizon))
+    return rho * target_entropy(action_dim) * (1.0 + sg(horizon))
 
 
 def horizon_target(horizon_next: jax.Array, discount: jax.Array) -> jax.Array:

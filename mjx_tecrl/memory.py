@@ -56,7 +56,7 @@ def estimate(config: Config, env) -> Estimate:
     one_env += 8  # the rollout's episode step and return (rollout.EnvState)
     learner = Learner.from_config(config, act)
     learner_state = jax.eval_shape(
-        lambda k: learner.init(k, obs, config.hyperparams(act)), jax.ShapeDtypeStruct((2,), jax.numpy.uint32)
+        lambda k: learner.init(k, obs, config.hyperparams()), jax.ShapeDtypeStruct((2,), jax.numpy.uint32)
     )
     return Estimate(
         replay_row=row,
@@ -117,7 +117,7 @@ def check(
     """Raise ConfigError (one line) if the estimated state does not fit; free sizes default to the measured ones.
 
     `members`: a sweep's member count; the host-side copies hold every member, a device its share of them
-    (`run._Program` shards members over gcd(members, devices) devices)."""
+    (`population.Population` shards members over gcd(members, devices) devices)."""
     backend = backend or jax.default_backend()
     est = estimate(config, env)
     on_host = backend == "cpu"

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mjx_tecrl import checkpoint, rundir
-from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, Hyperparams
+from mjx_tecrl.config import Config, ConfigError
+from mjx_tecrl.population import stacked_hyperparams
 from mjx_tecrl.rundir import checkpoint_file, member_dir, read_config, read_sweep
 
 
@@ -38,16 +38,6 @@ class LoadedRun:
     @property
     def env(self):
         return self.fns.env
-
-
-def stacked_hyperparams(config: Config, members: list[dict[str, Any]], action_dim: int) -> Hyperparams:
-    """The members' traced hyperparameters with a leading member axis (config values where not swept)."""
-    rows = [rundir.member_hyperparams(config, m) for m in members]
-    cols = {n: [r[n] for r in rows] for n in HYPERPARAM_NAMES}
-    return Hyperparams(
-        **{name: jnp.asarray(v, jnp.float32) for name, v in cols.items()},
-        action_dim=jnp.full((len(members),), action_dim, jnp.float32),
-    )
 
 
 def add_checkpoint_flag(parser) -> None:
@@ -81,9 +71,9 @@ def load_run(run_dir: str, physics: str | None = None, which: str = "latest") ->
     fns = make_train(config, env)
     key = jax.random.PRNGKey(0)
     if sweep is None:
-        template = jax.eval_shape(fns._init, key, config.hyperparams(fns.env.action_size))
+        template = jax.eval_shape(fns._init, key, config.hyperparams())
     else:
-        hp = stacked_hyperparams(config, sweep["members"], fns.env.action_size)
+        hp = stacked_hyperparams(config, sweep["members"])
         keys = jax.random.split(key, len(sweep["members"]))
         template = jax.eval_shape(jax.vmap(fns._init), keys, hp)
     if not meta.get("has_buffer", True):
@@ -94,8 +84,7 @@ def load_run(run_dir: str, physics: str | None = None, which: str = "latest") ->
         raise ConfigError(f"{run_dir!r}: {e}") from None
     learner = jax.tree.map(np.asarray, state.learner)
     if sweep is None:
-        hyper = {name: float(getattr(config, name)) for name in HYPERPARAM_NAMES}
-        members = [Member(0, config.seed, hyper, learner, run_dir)]
+        members = [Member(0, config.seed, rundir.member_hyperparams(config, {}), learner, run_dir)]
     else:
         members = [
             Member(

@@ -6,16 +6,27 @@
   sweep.json          sweeps only: {"members": [{"member", "seed", "hyperparams": {...}}, ...], ...}
   metrics.csv         a single run's metrics (a sweep: members/mNNN/metrics.csv, with summary.json and events)
   checkpoints/        the checkpoint files (their own layout: mjx_tecrl/checkpoint.py)
+
+and the plan of a run in it (`prepare`: a new run's directory, or the one `--resume` continues, with its config
+and sweep checked), and the lock a live run holds on it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import jax
+
 from mjx_tecrl import checkpoint
-from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError
+from mjx_tecrl import sweep as sweep_lib
+from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
+from mjx_tecrl.sweep import SweepSpec
 
 CONFIG_FILE = "config.json"
 SWEEP_FILE = "sweep.json"
@@ -81,8 +92,9 @@ def read_sweep(run_dir: str) -> dict[str, Any] | None:
 
 
 def member_hyperparams(config: Config, member: dict[str, Any]) -> dict[str, float]:
-    """A sweep member's traced hyperparameters (sweep.json's entry), the config's value where it is not swept."""
-    return {n: float(member["hyperparams"].get(n, getattr(config, n))) for n in HYPERPARAM_NAMES}
+    """A member's traced hyperparameters (a sweep.json entry), the config's value where it is not swept."""
+    swept = member.get("hyperparams", {})
+    return {n: float(swept.get(n, getattr(config, n))) for n in HYPERPARAM_NAMES}
 
 
 def checkpoint_file(run_dir: str, which: str = "latest") -> str:
@@ -97,3 +109,147 @@ def checkpoint_file(run_dir: str, which: str = "latest") -> str:
         has = ", ".join(checkpoint.available(directory)) or "none"
         raise ConfigError(f"--checkpoint {which}: {run_dir!r} has no {name}; it has: {has}")
     return name
+
+
+# Flags that may differ from the saved config when resuming; anything else must match.
+RESUMABLE_OVERRIDES = ("total_steps", "progress", "checkpoint_every", "checkpoint_buffer", "checkpoint_buffer_every",
+                       "keep_checkpoints", "resume", "out", "track",
+                       "wandb_project")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config: Config
+    run_dir: str
+    resume: bool  # continue the run already in run_dir (its config.json and sweep.json are kept)
+    sweep: SweepSpec | None = None  # None: a single run
+    members: tuple[dict[str, Any], ...] = ()  # the sweep's members (member, seed, hyperparams)
+    restart: bool = False  # resume of a run stopped before its first checkpoint: start it over from env step 0
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.sweep is not None
+
+
+def prepare(overrides: dict[str, Any], sweep: SweepSpec | None = None) -> RunPlan:
+    """Resolve flags into a validated config and run directory. Raises ConfigError; writes nothing.
+
+    `sweep`: the grid of `--sweep`/`--seeds` (see `mjx_tecrl.sweep.parse_sweep`), None for a single run.
+    """
+    resume_dir = overrides.get("resume") or ""
+    if resume_dir:
+        return _prepare_resume(overrides, sweep, resume_dir)
+
+    config = make_config(**overrides)
+    _validate(config, sweep is not None)
+    members: tuple[dict[str, Any], ...] = ()
+    if sweep is not None:
+        members = tuple(sweep_lib.check_members(config, sweep))
+    _check_member_devices(len(members))
+    tag = "sweep" if sweep is not None else f"s{config.seed}"
+    run_dir = config.out or os.path.join("runs", f"{config.env}-{config.algo}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if holds_run(run_dir):
+        raise ConfigError(
+            f"--out {run_dir!r} already holds a run; continue it with --resume {run_dir} (which starts it over "
+            "if it stopped before its first checkpoint), or choose another --out"
+        )
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"--out {run_dir!r} exists and is not a directory")
+    return RunPlan(dataclasses.replace(config, out=run_dir), run_dir, False, sweep, members)
+
+
+def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_dir: str) -> RunPlan:
+    where = f"--resume {resume_dir!r}"
+    saved = read_config(resume_dir, where)
+    ckpt_dir = checkpoints_dir(resume_dir)
+    # No checkpoint yet: the run was stopped before its first one, so it starts over. A checkpoint that is
+    # there but unreadable is refused (starting over would overwrite what may be recoverable).
+    restart = not os.path.exists(os.path.join(ckpt_dir, checkpoint.LATEST))
+    if not restart:
+        try:
+            checkpoint.load_meta(ckpt_dir)
+        except checkpoint.CheckpointError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    for name, value in overrides.items():
+        if name not in RESUMABLE_OVERRIDES and getattr(saved, name) != value:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {value!r} differs from the resumed run's "
+                f"{getattr(saved, name)!r}; only {', '.join(RESUMABLE_OVERRIDES[:4])} may change"
+            )
+    out = overrides.get("out") or resume_dir
+    if os.path.abspath(out) != os.path.abspath(resume_dir):
+        raise ConfigError(f"--out {out!r} differs from --resume {resume_dir!r}")
+    saved_sweep = read_sweep(resume_dir)
+    saved_spec = SweepSpec.from_dict(saved_sweep) if saved_sweep is not None else None
+    if sweep is not None and sweep != saved_spec:
+        raise ConfigError(
+            f"--sweep/--seeds differ from the resumed run's grid; leave them out to resume {resume_dir!r}"
+        )
+    allowed = {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES}
+    config = dataclasses.replace(saved, **{**allowed, "out": resume_dir, "resume": resume_dir})
+    _validate(config, saved_sweep is not None)
+    members = tuple(saved_sweep["members"]) if saved_sweep is not None else ()
+    _check_member_devices(len(members))
+    return RunPlan(config, resume_dir, True, saved_spec, members, restart=restart)
+
+
+def _check_member_devices(n_members: int) -> None:
+    """Across several processes every device must hold the same number of sweep members."""
+    n_dev = jax.device_count()
+    if jax.process_count() > 1 and not n_members:
+        raise ConfigError(
+            f"--num-processes {jax.process_count()} splits the members of a sweep over the processes; "
+            "give --sweep and/or --seeds (a single run uses the devices of one process)"
+        )
+    if jax.process_count() > 1 and n_members % n_dev:
+        raise ConfigError(
+            f"--sweep/--seeds give {n_members} members, which do not split evenly over the {n_dev} devices "
+            f"of {jax.process_count()} processes; use a multiple of {n_dev}"
+        )
+
+
+def _validate(config: Config, is_sweep: bool = False) -> None:
+    from mjx_tecrl.envs import registry
+
+    # A single run shards its environments over the local devices; a sweep shards its members instead.
+    devices = 1 if is_sweep else jax.local_device_count()
+    validate(config, known_envs=registry.list_envs(), device_count=devices)
+    if config.track and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--track needs Weights & Biases: pip install 'mjx_tecrl[wandb]'")
+
+
+def lock(run_dir: str) -> int:
+    """An exclusive flock on the run directory itself (no file added to it), held until its descriptor is closed;
+    the kernel drops it when the process dies, so a killed run leaves nothing behind. ConfigError when another
+    process holds it."""
+    import fcntl
+
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"{run_dir!r} is being trained by another process (it holds the directory's lock); wait for it to end "
+            "or stop it, or use another --out"
+        ) from None
+    return fd
+
+
+def create(plan: RunPlan) -> int:
+    """Make the plan's directory and take its lock (`lock`, returned), then for a new run write sweep.json and
+    config.json, in that order: a config.json is what marks the directory as holding a run."""
+    os.makedirs(plan.run_dir, exist_ok=True)
+    fd = lock(plan.run_dir)  # before anything in it is read or written
+    if plan.resume:
+        return fd
+    from mjx_tecrl.logging import write_json
+
+    try:
+        if plan.is_sweep:
+            write_json(os.path.join(plan.run_dir, SWEEP_FILE), {**plan.sweep.to_dict(), "members": list(plan.members)})
+        write_json(os.path.join(plan.run_dir, CONFIG_FILE), plan.config.to_dict())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -27,7 +27,7 @@ def test_replay_rows_are_the_steps_of_a_shaped_reward_task():
     config = make_config(env="halfcheetah", num_envs=NUM_ENVS, learning_starts=NUM_ENVS, batch_size=NUM_ENVS,
                          buffer_size=NUM_ENVS * ITERS, hidden_sizes=(16,), total_steps=10**6)  # fmt: skip
     fns = make_train(config, env)
-    ts = jax.jit(fns._init)(jax.random.PRNGKey(0), config.hyperparams(env.action_size))
+    ts = jax.jit(fns._init)(jax.random.PRNGKey(0), config.hyperparams())
     iteration = jax.jit(fns.warmup_iteration)
     before = []
     for _ in range(ITERS):

@@ -206,21 +206,28 @@ def test_nonfinite_message_names_quantities_and_env_steps():
 
 
 # --- the host loop: stop with exit 3, message, checkpoint intact -----------------------------------
+def _blow_up_run(tmp_path, monkeypatch, *extra, reward=1e38):
+    """The run of the next test (its reward of 1e38 at t = 7 blows the reward critic up at env step 28), with
+    `extra` flags; returns (exit status, stdout, stderr lines, run dir)."""
+    monkeypatch.setattr(registry, "make", lambda name, **kw: HugeRewardEnv(blow_up_at=7, reward=reward))
+    run_dir = tmp_path / "run"
+    argv = ["--num-envs", "4", "--buffer-size", "4", "--batch-size", "4", "--learning-starts", "4",
+            "--eval-every", "16", "--total-steps", "400", "--hidden-sizes", "16,16", "--episode-length", "100",
+            "--updates-per-step", "0.5", "--num-eval-envs", "2", "--out", str(run_dir), "--no-progress",
+            *extra]  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue().strip().splitlines(), run_dir
+
+
 def test_blow_up_stops_the_run_with_exit_3_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     """4 envs, warm-up 1 iteration, chunks of 4: t = 2..5 in chunk 1 (checkpointed at env step 20), then the
     1e38 reward of t = 7 (chunk 2, iteration 1, env step (1 + 4 + 2) * 4 = 28) blows up the reward critic.
     The buffer holds one insert, so the updates of an iteration learn from its own steps only."""
-    monkeypatch.setattr(registry, "make", lambda name, **kw: HugeRewardEnv(blow_up_at=7))
-    run_dir = tmp_path / "run"
-    argv = ["--num-envs", "4", "--buffer-size", "4", "--batch-size", "4", "--learning-starts", "4",
-            "--eval-every", "16", "--total-steps", "400", "--hidden-sizes", "16,16", "--episode-length", "100",
-            "--updates-per-step", "0.5", "--num-eval-envs", "2", "--out", str(run_dir), "--no-progress"]  # fmt: skip
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    lines = err.getvalue().strip().splitlines()
-    assert code == 3, (out.getvalue(), err.getvalue())
-    assert len(lines) == 1 and "Traceback" not in err.getvalue(), lines
+    code, out, lines, run_dir = _blow_up_run(tmp_path, monkeypatch)
+    assert code == 3, (out, lines)
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
     ckpt_dir = str(run_dir / "checkpoints")
     assert lines[0].startswith("train.py: stopped: non-finite ")
     # The reward of t = 7 is stored and learned from in iteration 1 of chunk 2: the reward critic's loss,
@@ -242,13 +249,48 @@ def test_blow_up_stops_the_run_with_exit_3_and_keeps_the_last_checkpoint(tmp_pat
             assert np.all(np.isfinite(x)), rec["shape"]
 
 
+def test_a_sweep_member_that_blows_up_is_marked_and_the_others_go_on(tmp_path, monkeypatch):
+    """A reward of 1e30 (its episode returns finite, its square not): member 0 blows up as the run above; member
+    1's reward scale of 1e-28 makes it 100, and the run goes on to its budget, member 0 marked diverged (in the
+    output and sweep.csv), member 1 not."""
+    flags = ("--sweep", "reward_scale=1,1e-28", "--total-steps", "64")
+    code, out, err, run_dir = _blow_up_run(tmp_path, monkeypatch, *flags, reward=1e30)
+    assert code == 0, (out, err)
+    marked = [line for line in out.splitlines() if "marked diverged" in line]
+    assert len(marked) == 1 and marked[0].startswith("member 0 (reward_scale=1 seed 0) went non-finite"), marked
+    assert "reward_critic grad norm" in marked[0] and " at env step 28" in marked[0]
+    import csv
+
+    with open(run_dir / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["diverged_at_env_step"] for r in rows] == ["36", ""], rows  # marked at its chunk's end
+    assert [int(float(r["env_steps"])) for r in rows] == [64, 64]
+
+
+def test_a_sweep_stops_with_exit_3_when_every_member_has_blown_up(tmp_path, monkeypatch):
+    """Both seeds blow up in the same chunk: one line naming the last member and the checkpoint left, exit 3."""
+    code, out, err, run_dir = _blow_up_run(tmp_path, monkeypatch, "--seeds", "2")
+    assert code == 3, (out, err)
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("train.py: stopped: every member went non-finite, the last, member 1: non-finite ")
+    assert " at env step 28 " in err[0]
+    assert f"the last good checkpoint (env step 20) in {run_dir / 'checkpoints'} is intact" in err[0]
+    assert "marked diverged" not in out  # nobody was left to go on
+
+
 def test_the_report_is_split_per_sweep_member():
-    from mjx_tecrl.run import _split_nonfinite
+    from types import SimpleNamespace
+
+    from mjx_tecrl.population import Population
+
+    def population(members):  # the host side of a population: its plan and members, no functions
+        return Population(SimpleNamespace(is_sweep=members > 1, members=[{"member": i, "seed": i} for i in
+                                          range(members)], config=SimpleNamespace(seed=0)), None, None)  # fmt: skip
 
     metrics = {"train/alpha": np.array([0.1, 0.2, 0.3]), NONFINITE_PREFIX + "actor_params": np.array([-1, 4, -1]),
                NONFINITE_PREFIX + "observations": np.array([-1, 6, 0])}  # fmt: skip
-    rest, per_member = _split_nonfinite(metrics, 3, is_sweep=True)
+    rest, per_member = population(3).split_nonfinite(metrics)
     assert list(rest) == ["train/alpha"]
     assert per_member == [{}, {"actor_params": 4, "observations": 6}, {"observations": 0}]
-    rest, per_member = _split_nonfinite({"x": 1.0, NONFINITE_PREFIX + "log_alpha": np.int32(2)}, 1, is_sweep=False)
+    rest, per_member = population(1).split_nonfinite({"x": 1.0, NONFINITE_PREFIX + "log_alpha": np.int32(2)})
     assert rest == {"x": 1.0} and per_member == [{"log_alpha": 2}]

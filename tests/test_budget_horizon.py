@@ -26,7 +26,7 @@ HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 
 
 def _state(**overrides):
-    return LEARNER.init(jax.random.PRNGKey(0), OBS_DIM, Config(**overrides).hyperparams(ACT_DIM))
+    return LEARNER.init(jax.random.PRNGKey(0), OBS_DIM, Config(**overrides).hyperparams())
 
 
 def _batch(seed, terminated, obs=None):

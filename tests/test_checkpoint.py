@@ -180,20 +180,44 @@ def test_a_hyperparameter_added_since_the_checkpoint_takes_the_templates_value(t
     from mjx_tecrl.config import Config
 
     old_hp = {"gamma": jnp.asarray(0.5, jnp.float32)}
-    checkpoint.save(str(tmp_path), _WithHyperparams(jnp.arange(3.0), Config(gamma=0.5).hyperparams(2)), {})
+    checkpoint.save(str(tmp_path), _WithHyperparams(jnp.arange(3.0), Config(gamma=0.5).hyperparams()), {})
     path = tmp_path / LATEST
     payload = msgpack.unpackb(path.read_bytes(), raw=False)
     i = payload["paths"].index(".hyperparams.weight_decay")  # as if written before weight_decay existed
     del payload["paths"][i], payload["leaves"][i]
     path.write_bytes(msgpack.packb(payload, use_bin_type=True))
 
-    template = _WithHyperparams(jnp.zeros(3), Config(weight_decay=0.25).hyperparams(2))
+    template = _WithHyperparams(jnp.zeros(3), Config(weight_decay=0.25).hyperparams())
     restored, _ = checkpoint.restore(str(tmp_path), template)
     assert float(restored.hyperparams.weight_decay) == 0.25
     assert float(restored.hyperparams.gamma) == float(old_hp["gamma"])  # saved, not the template's 0.99
     np.testing.assert_array_equal(restored.w, [0.0, 1.0, 2.0])
     abstract, _ = checkpoint.restore(str(tmp_path), jax.eval_shape(lambda: template))  # policy loading's template
     assert float(abstract.hyperparams.weight_decay) == 0.0 and float(abstract.hyperparams.gamma) == 0.5
+
+
+def test_a_hyperparameter_removed_since_the_checkpoint_is_dropped(tmp_path):
+    """A checkpoint from when |A| was a traced hyperparameter (`.hyperparams.action_dim`) still loads: that saved
+    leaf has no place in today's state and is dropped; an extra array that is not a hyperparameter is refused."""
+    from mjx_tecrl.config import Config
+
+    checkpoint.save(str(tmp_path), _WithHyperparams(jnp.arange(3.0), Config(gamma=0.5).hyperparams()), {})
+    path = tmp_path / LATEST
+    payload = msgpack.unpackb(path.read_bytes(), raw=False)
+    extra = dict(payload["leaves"][payload["paths"].index(".hyperparams.gamma")])
+    payload["paths"].append(".hyperparams.action_dim")  # as written before action_dim became static
+    payload["leaves"].append(extra)
+    path.write_bytes(msgpack.packb(payload, use_bin_type=True))
+
+    template = _WithHyperparams(jnp.zeros(3), Config().hyperparams())
+    restored, _ = checkpoint.restore(str(tmp_path), template)
+    assert float(restored.hyperparams.gamma) == 0.5
+    np.testing.assert_array_equal(restored.w, [0.0, 1.0, 2.0])
+
+    payload["paths"][-1] = ".w_old"  # not a hyperparameter: the structure differs
+    path.write_bytes(msgpack.packb(payload, use_bin_type=True))
+    with pytest.raises(CheckpointError, match="arrays but this configuration has"):
+        checkpoint.restore(str(tmp_path), template)
 
 
 def test_state_with_another_shape_or_dtype_is_refused(tmp_path):

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from mjx_tecrl.envs import registry
 
 import mjx_tecrl.run as run_mod
-from mjx_tecrl import checkpoint, cli
+from mjx_tecrl import checkpoint, cli, rundir
 from mjx_tecrl.config import Config, ConfigError, make_config
 from mjx_tecrl.logging import write_json
 
@@ -258,7 +258,7 @@ def test_valid_flags_pass_validation_without_writing(tmp_path, monkeypatch):
         ]
     )
     assert not want_list
-    plan = run_mod.prepare(overrides)
+    plan = rundir.prepare(overrides)
     c = plan.config
     assert (c.num_envs, c.gamma, c.tau, c.init_log_alpha, c.hidden_sizes) == (8, 0.95, 1.0, -2.5, (8, 8))
     assert (c.learning_starts, c.seed, c.checkpoint_every, c.actor_lr) == (0, 0, 0, 3e-4)
@@ -280,7 +280,7 @@ def test_make_config_applies_the_task_preset_then_the_flags(tmp_path, monkeypatc
     assert c.actor_lr == 5e-5 and c.init_log_alpha == 0.5  # flags win over the preset
     assert c.critic_lr == tuned["critic_lr"]  # the rest of the preset still applies
 
-    via_cli = run_mod.prepare(cli.parse_overrides(["--env", "inverted_pendulum", "--actor-lr", "5e-5"])[0]).config
+    via_cli = rundir.prepare(cli.parse_overrides(["--env", "inverted_pendulum", "--actor-lr", "5e-5"])[0]).config
     assert via_cli.actor_lr == 5e-5 and via_cli.critic_lr == tuned["critic_lr"]
 
 
@@ -346,7 +346,7 @@ def test_rho_is_the_papers_20_for_humanoid_and_walker2d_under_paper_only(preset)
 def test_unknown_preset_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="--preset 'fast'.*tuned, paper, parallel"):
-        run_mod.prepare({"preset": "fast"})
+        rundir.prepare({"preset": "fast"})
 
 
 def test_help_states_when_the_parallel_preset_applies():

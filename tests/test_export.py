@@ -29,7 +29,7 @@ def _fake_env():
 def test_numpy_act_is_the_jax_deterministic_policy_to_float32_rounding(tmp_path, layer_norm, normalize_obs):
     config = Config(env="hopper", hidden_sizes=(32, 32), actor_layer_norm=layer_norm, normalize_obs=normalize_obs)
     learner = Learner.from_config(config, ACT_DIM)
-    state = learner.init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    state = learner.init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams())
     rng = np.random.default_rng(0)
     # trained-looking weights (init's are small) and observation statistics far from the identity
     state = state.replace(
@@ -53,7 +53,7 @@ def test_numpy_act_is_the_jax_deterministic_policy_to_float32_rounding(tmp_path,
 def test_the_policy_file_holds_no_critic_and_no_replay(tmp_path):
     config = Config(hidden_sizes=(32, 32))
     learner = Learner.from_config(config, ACT_DIM)
-    state = learner.init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    state = learner.init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams())
     arrays = export.policy_arrays(config, _fake_env(), state)
     assert all(k.startswith("actor/") for k in arrays if "/" in k)
     actor_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.actor_params))
@@ -62,7 +62,7 @@ def test_the_policy_file_holds_no_critic_and_no_replay(tmp_path):
 
 def test_an_unknown_format_version_is_refused(tmp_path):
     config = Config(hidden_sizes=(8,))
-    state = Learner.from_config(config, ACT_DIM).init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    state = Learner.from_config(config, ACT_DIM).init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams())
     arrays = export.policy_arrays(config, _fake_env(), state)
     meta = bytes(arrays["meta"]).decode().replace('"format_version": 1', '"format_version": 99')
     arrays["meta"] = np.frombuffer(meta.encode(), np.uint8)
@@ -74,7 +74,7 @@ def test_an_unknown_format_version_is_refused(tmp_path):
 def test_an_env_without_an_action_map_exports_the_identity(tmp_path):
     """A user's env that takes [-1, 1] actions itself (no ScaledActionEnv): act is the unit action."""
     config = Config(hidden_sizes=(8,))
-    state = Learner.from_config(config, ACT_DIM).init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams(ACT_DIM))
+    state = Learner.from_config(config, ACT_DIM).init(jax.random.PRNGKey(0), OBS_DIM, config.hyperparams())
     bare = types.SimpleNamespace(observation_size=OBS_DIM, action_size=ACT_DIM)
     policy = export.NumpyPolicy.load(export.save(str(tmp_path / "p.npz"), export.policy_arrays(config, bare, state)))
     obs = np.ones((2, OBS_DIM), np.float32)

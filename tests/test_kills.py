@@ -142,7 +142,7 @@ def template():
             with open(run_dir / "config.json") as f:
                 config = Config.from_dict(json.load(f))
             fns = make_train(config, registry.make(config.env))
-            hyperparams = config.hyperparams(fns.env.action_size)
+            hyperparams = config.hyperparams()
             cache["state"] = jax.eval_shape(fns._init, jax.random.PRNGKey(0), hyperparams)
         return cache["state"]
 

@@ -44,7 +44,7 @@ def update_fn(algo):
 
 
 def hp(**overrides):
-    return Config(**overrides).hyperparams(ACT_DIM)
+    return Config(**overrides).hyperparams()
 
 
 def init_state(algo, seed=0, **overrides):

@@ -24,7 +24,7 @@ def test_estimate_equals_the_bytes_of_the_state_init_allocates(tiny_config):
     config = tiny_config(buffer_size=1000, num_envs=8, num_eval_envs=5)
     env = CounterEnv()
     est = memory.estimate(config, env)
-    ts = jax.eval_shape(make_train(config, env)._init, jax.random.PRNGKey(0), config.hyperparams(env.action_size))
+    ts = jax.eval_shape(make_train(config, env)._init, jax.random.PRNGKey(0), config.hyperparams())
     assert est.replay == memory.tree_bytes(ts.replay.data)
     assert est.replay == config.buffer_capacity * (2 * 2 + 1 + 3) * 4
     assert est.learner == memory.tree_bytes(ts.learner)

@@ -79,7 +79,7 @@ def test_n_step_return_and_bootstrap_match_a_hand_computation():
     included = np.array([[1] * B, [1, 1, 1, 0, 1, 0, 1, 1], [1, 0, 1, 0, 0, 0, 1, 0]], np.float32)
     batch = _steps(0, n, included)
     learner = Learner(NETS, "dsac-e", "nll", False)
-    hp = Config(gamma=gamma, reward_scale=scale).hyperparams(ACT_DIM)
+    hp = Config(gamma=gamma, reward_scale=scale).hyperparams()
     state = learner.init(jax.random.PRNGKey(0), OBS_DIM, hp)
     key = jax.random.PRNGKey(7)
     ret = jax.jit(learner._returns, compiler_options=OPTS)(state, batch, key)
@@ -103,7 +103,7 @@ def test_n_step_return_and_bootstrap_match_a_hand_computation():
 def test_one_included_step_updates_exactly_as_a_one_step_batch(algo):
     """n = 1 (or sequences cut after their first step) is the one-step update, bit for bit."""
     learner = Learner(NETS, algo, "nll", False)
-    state = learner.init(jax.random.PRNGKey(1), OBS_DIM, Config().hyperparams(ACT_DIM))
+    state = learner.init(jax.random.PRNGKey(1), OBS_DIM, Config().hyperparams())
     steps = _steps(3, 2, np.array([[1] * B, [0] * B], np.float32))
     one = jax.tree.map(lambda x: x[0], steps.rows)
     update = jax.jit(learner.update, static_argnames="update_actor", compiler_options=OPTS)
@@ -121,9 +121,7 @@ def test_n_step_critics_keep_their_one_step_fixed_points():
     gamma, n = 0.6, 3
     nets = make_networks(ACT_DIM, (16, 16), twin_entropy_critic=False, horizon=True)
     learner = Learner(nets, "dsac-e", "nll", False)
-    hp = Config(gamma=gamma, tau=1.0, entropy_critic_tau=1.0, actor_lr=0.0, alpha_lr=0.0, critic_lr=1e-2).hyperparams(
-        ACT_DIM
-    )
+    hp = Config(gamma=gamma, tau=1.0, entropy_critic_tau=1.0, actor_lr=0.0, alpha_lr=0.0, critic_lr=1e-2).hyperparams()
     state = learner.init(jax.random.PRNGKey(3), OBS_DIM, hp)
     rows = Transition(
         obs=jnp.zeros((n, B, OBS_DIM)),

@@ -190,7 +190,7 @@ def _leaves_equal(a, b) -> bool:
 def test_learner_discount_comes_from_terminated_only(algo, tiny_config):
     config = tiny_config(algo=algo, gamma=GAMMA)
     learner = Learner.from_config(config, 1)
-    state = jax.jit(learner.init, static_argnums=1)(jax.random.PRNGKey(0), 2, config.hyperparams(1))
+    state = jax.jit(learner.init, static_argnums=1)(jax.random.PRNGKey(0), 2, config.hyperparams())
     update = jax.jit(learner.update, static_argnames="update_actor")
     key = jax.random.PRNGKey(1)
 

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from mjx_tecrl.envs import registry
 
-from mjx_tecrl import checkpoint, cli
+from mjx_tecrl import checkpoint, cli, rundir
 from mjx_tecrl.config import Config, make_config
 
 TRAIN = str(Path(__file__).resolve().parents[1] / "train.py")
@@ -289,7 +289,7 @@ def test_restore_into_a_template_state_gives_the_checkpointed_arrays(runs):
     with open(runs["A"] / "config.json") as f:
         config = Config.from_dict(json.load(f))
     fns = make_train(config, registry.make(config.env))
-    template = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams(fns.env.action_size))
+    template = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams())
     state, meta, replay_steps = checkpoint.restore_run(str(runs["A"] / "checkpoints"), template)
     assert int(state.iteration) * NUM_ENVS == meta["env_steps"] == replay_steps == TWO_CHUNKS
     assert int(state.learner.step) == 2 * UPDATES_PER_CHUNK
@@ -333,10 +333,9 @@ def test_resume_refuses_a_changed_non_resumable_flag(runs):
 
 def test_resume_accepts_an_unchanged_flag(runs):
     """Repeating a flag with its saved value is not a change (prepare only; nothing runs)."""
-    from mjx_tecrl import run as run_mod
 
     a = runs["A"]
-    plan = run_mod.prepare({"resume": str(a), "algo": "dsac-e", "num_envs": NUM_ENVS, "total_steps": 10 * CHUNK})
+    plan = rundir.prepare({"resume": str(a), "algo": "dsac-e", "num_envs": NUM_ENVS, "total_steps": 10 * CHUNK})
     assert plan.resume and plan.run_dir == str(a) and plan.config.total_steps == 10 * CHUNK
     assert plan.config.hidden_sizes == (16, 16)
 
@@ -374,11 +373,9 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_a_killed_one_le
     one line before anything is compiled or written; once that process is SIGKILLed, the directory is free."""
     import signal
 
-    from mjx_tecrl import run as run_mod
-
     a = runs["A"]
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from mjx_tecrl.run import _lock_run_dir; _lock_run_dir(sys.argv[1]); "
+        [sys.executable, "-c", "import sys; from mjx_tecrl.rundir import lock; lock(sys.argv[1]); "
          "print('held', flush=True); import time; time.sleep(600)", str(a)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -393,7 +390,7 @@ def test_a_second_process_on_a_live_run_directory_is_refused_and_a_killed_one_le
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    os.close(run_mod._lock_run_dir(str(a)))  # the kernel released the killed holder's lock
+    os.close(rundir.lock(str(a)))  # the kernel released the killed holder's lock
 
 
 def test_policy_best_is_the_policy_of_the_best_evaluation(runs):
@@ -412,6 +409,32 @@ def test_policy_best_is_the_policy_of_the_best_evaluation(runs):
         obs = np.random.default_rng(0).normal(size=(8, final.meta["observation_size"])).astype(np.float32)
         same = np.array_equal(policy.act(obs), final.act(obs))
         assert same == (best == len(rows) - 1), (name, best, len(rows))
+
+
+def test_progress_callbacks_get_every_evaluation_as_the_run_logs_it(tmp_path, monkeypatch):
+    """`run(plan, progress_fn=...)` (brax's progress_fn): called after each evaluation with the env step and one row
+    per member, the rows metrics.csv gets; a sweep of two gives two rows, its members' own."""
+    from toy_envs import CounterEnv
+
+    from mjx_tecrl import run as run_lib
+    from mjx_tecrl.logging import read_csv
+    from mjx_tecrl.sweep import SweepSpec
+
+    monkeypatch.setattr(registry, "make", lambda name, **kw: CounterEnv(terminate_after=3))
+    flags = {"num_envs": 4, "learning_starts": 4, "eval_every": 16, "total_steps": 36, "hidden_sizes": (16, 16),
+             "batch_size": 4, "buffer_size": 64, "num_eval_envs": 2, "progress": False}  # fmt: skip
+    for name, sweep in (("single", None), ("sweep", SweepSpec((("rho", (1.0, 2.0)),), 1))):
+        calls = []
+        plan = rundir.prepare({**flags, "out": str(tmp_path / name)}, sweep)
+        run_lib.run(plan, out=io.StringIO(), progress_fn=lambda steps, rows, calls=calls: calls.append((steps, rows)))
+        assert [steps for steps, _ in calls] == [20, 36]
+        members = 1 if sweep is None else 2
+        assert all(len(rows) == members for _, rows in calls)
+        for i in range(members):
+            logged = read_csv(os.path.join(rundir.metrics_dir(plan.run_dir, i if sweep else None), "metrics.csv"))
+            for (steps, rows), row in zip(calls, logged, strict=True):
+                assert row["env_steps"] == steps
+                assert all(row[k] == pytest.approx(v) for k, v in rows[i].items()), (rows[i], row)
 
 
 def test_track_logs_every_evaluation_to_weights_and_biases_under_a_stable_id(tmp_path, monkeypatch):
@@ -458,7 +481,7 @@ def test_track_logs_every_evaluation_to_weights_and_biases_under_a_stable_id(tmp
 def test_track_without_wandb_exits_2_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "wandb" else object())
     from mjx_tecrl.config import ConfigError
-    from mjx_tecrl.run import prepare
+    from mjx_tecrl.rundir import prepare
 
     with pytest.raises(ConfigError, match=r"--track needs Weights & Biases: pip install 'mjx_tecrl\[wandb\]'"):
         prepare({**{k: v for k, v in TINY.items() if k != "hidden_sizes"}, "track": True, "out": str(tmp_path / "r")})

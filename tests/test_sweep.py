@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from toy_envs import CounterEnv
 
-from mjx_tecrl import cli, policy
+from mjx_tecrl import cli, population
 from mjx_tecrl import sweep as sweep_lib
 from mjx_tecrl.config import ConfigError
 from mjx_tecrl.loop import make_train
-from mjx_tecrl.run import RunPlan, _Program
+from mjx_tecrl.population import Population
+from mjx_tecrl.rundir import RunPlan
 
 HERE = Path(__file__).resolve().parent
 
@@ -162,7 +163,7 @@ def _leaves_close(a, b, rtol=1e-5, atol=1e-6):
 
 def test_a_sweep_of_two_members_equals_the_two_runs_one_at_a_time(toy):
     config, fns = toy
-    prog = _Program.build(_sweep_plan(config), fns)
+    prog = Population.build(_sweep_plan(config), fns)
     ts = prog.init()
     ts, _ = jax.jit(prog.warmup)(ts)
     chunk = jax.jit(prog.chunk)
@@ -172,7 +173,7 @@ def test_a_sweep_of_two_members_equals_the_two_runs_one_at_a_time(toy):
 
     single_chunk = jax.jit(fns.run_chunk)
     for i, m in enumerate(MEMBERS):
-        hp = policy.stacked_hyperparams(config, [m], fns.env.action_size)
+        hp = population.stacked_hyperparams(config, [m])
         one = fns.init(jax.random.PRNGKey(m["seed"]), jax.tree.map(lambda x: x[0], hp))
         one, _ = jax.jit(fns.warmup)(one)
         for _ in range(2):
@@ -197,13 +198,14 @@ SHARDED_SCRIPT = textwrap.dedent(
     from toy_envs import CounterEnv
     from mjx_tecrl import sweep as sweep_lib
     from mjx_tecrl.loop import make_train
-    from mjx_tecrl.run import RunPlan, _Program
+    from mjx_tecrl.population import Population
+    from mjx_tecrl.rundir import RunPlan
     jax.config.update("jax_disable_most_optimizations", True)
     config = _tiny_config(learning_starts=16, num_envs=4, policy_delay=1)
     fns = make_train(config, CounterEnv(terminate_after=3))
     spec = sweep_lib.SweepSpec((("rho", (1.0, 7.0)),), 2)
     plan = RunPlan(config, "unused", False, spec, tuple(spec.members(3)))
-    prog = _Program.build(plan, fns)
+    prog = Population.build(plan, fns)
     ts = prog.init()
     ts, _ = prog.jit(prog.warmup, donate=True)(ts)
     chunk = prog.jit(prog.chunk, donate=True).lower(ts).compile()

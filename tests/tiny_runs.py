@@ -32,7 +32,7 @@ def tiny_run_dir(
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
     members = [(seed + i, dataclasses.replace(config, rho=rho)) for i, rho in enumerate(sweep_rhos)] or [(seed, config)]
-    hp = config.hyperparams(fns.env.action_size)
+    hp = config.hyperparams()
     for k, name in enumerate((checkpoint.LATEST, *extra)):
         _write(run_dir, fns, config, hp, [(s + 100 * k, c) for s, c in members], sweep_rhos, name)
 
@@ -42,7 +42,7 @@ def _write(run_dir, fns, config, hp, members, sweep_rhos, name) -> None:
     learners = []
     for s, c in members:
         learners.append(fns.learner.init(jax.random.PRNGKey(s), fns.env.observation_size,
-                                         c.hyperparams(fns.env.action_size)))  # fmt: skip
+                                         c.hyperparams()))  # fmt: skip
     # The env and replay parts of the state stay zeros: a study never reads them.
     template = jax.eval_shape(fns._init, jax.random.PRNGKey(seed), hp)
     if sweep_rhos:

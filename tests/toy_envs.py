@@ -131,16 +131,16 @@ class DivergingEnv(CounterEnv):
 
 
 class HugeRewardEnv(CounterEnv):
-    """CounterEnv whose reward is 1e38 (finite, so not a divergence) at step `blow_up_at` of an episode, which
-    then terminates: stored and learned from, it overflows the reward critic's loss (a numerical blow-up)."""
+    """CounterEnv whose reward is `reward` (1e38: finite, so not a divergence) at step `blow_up_at` of an episode,
+    which then terminates: stored and learned from, it overflows the reward critic's loss (a numerical blow-up)."""
 
-    def __init__(self, blow_up_at: int):
+    def __init__(self, blow_up_at: int, reward: float = 1e38):
         super().__init__(terminate_after=blow_up_at)
-        self.blow_up_at = blow_up_at
+        self.blow_up_at, self.reward = blow_up_at, reward
 
     def step(self, state: ToyState, action: jax.Array) -> ToyState:
         s = super().step(state, action)
-        return s.replace(reward=jnp.where(s.t >= self.blow_up_at, jnp.float32(1e38), jnp.float32(1.0)))
+        return s.replace(reward=jnp.where(s.t >= self.blow_up_at, jnp.float32(self.reward), jnp.float32(1.0)))
 
 
 PROBE_XML = """
