@@ -211,10 +211,6 @@ class Config:
     def variant(self) -> Variant:
         return VARIANTS[self.algo]
 
-    @property
-    def uses_entropy_critic(self) -> bool:
-        return self.variant.entropy_critic
-
 
 HYPERPARAM_NAMES = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("traced"))
 

@@ -3,7 +3,7 @@
     python -m mjx_tecrl.evaluate RUN_DIR [--episodes 10] [--physics fast] [--stochastic] [--video policy.mp4]
     python -m mjx_tecrl.evaluate RUN_DIR --sim mujoco       # the exported policy in Gymnasium's MuJoCo C env
 
-`--sim mjx` (the default) runs the training-time evaluation (`loop.evaluate_episodes`) of the checkpoint's
+`--sim mjx` (the default) runs the training-time evaluation (`episodes.evaluate_episodes`) of the checkpoint's
 policies, every member vmapped in one jitted program; with `--episodes` equal to the run's `num_eval_envs` and
 `--seed S`, it is `TrainFns.evaluate(learner, PRNGKey(S))` exactly. `--stochastic` samples from the policy
 (spec §2.1) instead of taking tanh of its mean.
@@ -49,7 +49,7 @@ def mjx_episodes(run, episodes: int, seed: int, stochastic: bool = False) -> dic
     """Every member's episodes in one jitted program: return, length and diverged, each [members, episodes]."""
     import jax
 
-    from mjx_tecrl.robustness import policy_view
+    from mjx_tecrl.episodes import policy_view
 
     learners = jax.tree.map(lambda *xs: np.stack(xs), *[policy_view(m.learner) for m in run.members])
     ret, length, lost = jax.device_get(mjx_program(run, episodes, stochastic)(learners, jax.random.PRNGKey(seed)))
@@ -63,7 +63,7 @@ def mjx_program(run, episodes: int, stochastic: bool = False):
     from `fold_in(key, 1)`."""
     import jax
 
-    from mjx_tecrl.loop import evaluate_episodes
+    from mjx_tecrl.episodes import evaluate_episodes
 
     env = getattr(run.fns.env, "nominal", run.fns.env)  # trained with domain randomisation: the task itself
     learner_fns = run.fns.learner

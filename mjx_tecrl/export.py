@@ -18,7 +18,6 @@ observation_size] -> control [batch, action_size], converted by jax2onnx (`pip i
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -144,7 +143,7 @@ def onnx_policy(run, member: int = 0) -> bytes:
     JAX function `act` reproduces), as a serialised ONNX model (input `obs`, output `ctrl`, float32)."""
     import jax.numpy as jnp
 
-    from mjx_tecrl.robustness import policy_view
+    from mjx_tecrl.episodes import policy_view
 
     learner = policy_view(run.members[member].learner)
     scale, offset = (jnp.asarray(x) for x in action_map(run.env))
@@ -213,10 +212,11 @@ def _layer_norm(x: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mjx_tecrl import commands
     from mjx_tecrl.config import ConfigError
     from mjx_tecrl.policy import add_checkpoint_flag
 
-    p = argparse.ArgumentParser(prog="python -m mjx_tecrl.export", description=__doc__.splitlines()[0])
+    p = commands.Parser(error_name="export", prog="python -m mjx_tecrl.export", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (train.py --out, or a sweep)")
     p.add_argument("--onnx", action="store_true", help=f"also write policy.onnx ({ONNX_HINT})")
     add_checkpoint_flag(p)
@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             paths = export_run(run_dir, onnx=args.onnx, which=args.checkpoint)
         except ConfigError as e:
-            print(f"export: error: {e}", file=sys.stderr)
-            return 2
+            print(f"export: error: {e}", file=sys.stderr)  # one line, as commands.fail, but returned
+            return commands.EXIT_BAD_INPUT
         for path in paths:
             print(f"wrote {path} ({os.path.getsize(path) / 2**10:.0f} KiB)")
     return 0

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from mjx_tecrl import episodes, rollout
 from mjx_tecrl import replay as replay_lib
-from mjx_tecrl import rollout
 from mjx_tecrl.config import Config, Hyperparams
 from mjx_tecrl.health import NONFINITE_PREFIX
 from mjx_tecrl.learner import Learner, LearnerState
@@ -182,7 +182,7 @@ class TrainFns:
         c = self.config
         env = getattr(self.env, "nominal", self.env)
         sim = jax.vmap(env.reset)(jax.random.split(key, c.num_eval_envs))
-        ret, length, _, lost = evaluate_episodes(
+        ret, length, _, lost = episodes.evaluate_episodes(
             env, lambda obs, _: self.learner.deterministic_action(learner, obs), sim, c.episode_length
         )
         return {
@@ -193,38 +193,6 @@ class TrainFns:
             "eval/episode_length": jnp.mean(length.astype(jnp.float32)),
             "eval/diverged_episodes": jnp.sum(lost.astype(jnp.float32)),
         }
-
-
-def evaluate_episodes(env, policy, sim, episode_length: int):
-    """Run `policy(obs, t) -> action` (t: the step's index, for a stochastic policy's key) in the batch of envs
-    `sim` (fresh from `env.reset`) to the end of every episode or the time limit, whichever comes first (a
-    `while_loop`: it stops once all have ended).
-
-    A diverged episode (`rollout.diverged`: non-finite or huge physics) ends there, its last reward left out.
-    Returns each episode's return [n], length [n], whether it ended before the time limit (terminated or
-    diverged) [n], and whether it diverged [n]. Shared by training-time evaluation, `mjx_tecrl.evaluate` and
-    the robustness study.
-    """
-    n = sim.obs.shape[0]
-    no = jnp.zeros((n,), bool)
-    init = (sim, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool), no)
-
-    def cond(carry):
-        _, _, length, alive, _ = carry
-        return jnp.any(alive) & (jnp.max(length) < episode_length)
-
-    def body(carry):
-        sim, ret, length, alive, lost = carry
-        nxt = jax.vmap(env.step)(sim, policy(sim.obs, jnp.max(length)))
-        bad = rollout.diverged(nxt)
-        ret = ret + jnp.where(alive & ~bad, nxt.reward, 0.0)
-        length = length + alive.astype(jnp.int32)
-        lost = lost | (alive & bad)
-        alive = alive & (nxt.done < 0.5) & ~bad
-        return nxt, ret, length, alive, lost
-
-    _, ret, length, alive, lost = jax.lax.while_loop(cond, body, init)
-    return ret, length, ~alive, lost
 
 
 def _episode_metrics(stats: rollout.EpisodeStats) -> dict[str, jax.Array]:

@@ -24,6 +24,13 @@ def stacked_hyperparams(config: Config, members: list[dict[str, Any]]) -> Hyperp
     return Hyperparams(**{n: jnp.asarray([r[n] for r in rows], jnp.float32) for n in HYPERPARAM_NAMES})
 
 
+def member_devices(n_members: int) -> int:
+    """How many devices a population of `n_members` (> 1: a sweep) spreads its members over: all of them across
+    processes, else gcd(members, devices), so that each holds the same number (`memory.check` asks this too)."""
+    n = len(jax.devices())
+    return n if jax.process_count() > 1 else math.gcd(n_members, n)
+
+
 class Population:
     """The members of `plan` and the lifted functions.
 
@@ -45,8 +52,7 @@ class Population:
 
         devices = jax.devices()
         if plan.is_sweep:
-            n = len(plan.members)
-            d = math.gcd(n, len(devices)) if jax.process_count() == 1 else len(devices)
+            n, d = len(plan.members), member_devices(len(plan.members))
             note = ""
             if d < len(devices):
                 note = f"note: {n} members over {d} of {len(devices)} devices (use a multiple of {len(devices)})"

@@ -15,8 +15,8 @@ import pytest
 from tiny_runs import tiny_run_dir
 
 from mjx_tecrl import checkpoint, evaluate, export
+from mjx_tecrl.episodes import policy_view
 from mjx_tecrl.policy import load_run
-from mjx_tecrl.robustness import policy_view
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 EPISODES = 3  # the tiny runs' num_eval_envs

@@ -24,7 +24,7 @@ from mjx_tecrl.envs.perturb import NAMES, NEUTRAL, SCALES, Perturbation, Perturb
 from tiny_runs import tiny_run_dir
 from toy_envs import PROBE_FIELDS, ProbeEnv
 
-from mjx_tecrl import cli, robustness, rollout
+from mjx_tecrl import cli, robustness, rollout, study, study_report
 from mjx_tecrl.loop import make_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -332,11 +332,11 @@ def test_module_entry_point_exit_status(tmp_path):
 
 
 def test_grid_shapes():
-    axes = [robustness.Axis("mass", (0.5, 1.0)), robustness.Axis("friction", (1.0, 2.0, 3.0))]
-    product = robustness.grid(axes, one_at_a_time=False)
+    axes = [study.Axis("mass", (0.5, 1.0)), study.Axis("friction", (1.0, 2.0, 3.0))]
+    product = study.grid(axes, one_at_a_time=False)
     assert [p.perturbation for p in product] == ["none"] + ["mass;friction"] * 6
     assert product[-1].magnitude == "1;3" and product[-1].values == {"mass": 1.0, "friction": 3.0}
-    single = robustness.grid(axes, one_at_a_time=True)
+    single = study.grid(axes, one_at_a_time=True)
     assert [p.magnitude for p in single] == ["", "0.5", "1", "1", "2", "3"]
 
 
@@ -345,17 +345,17 @@ SHARDED = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from toy_envs import ProbeEnv
     from mjx_tecrl.envs.perturb import PerturbedEnv
-    from mjx_tecrl import robustness
+    from mjx_tecrl import study
     assert jax.local_device_count() == 2
     penv = PerturbedEnv(ProbeEnv(terminate_after=7), max_delay=1)
     policy = lambda w, obs: jnp.tanh(obs[:, :2] * w)
-    program = robustness.make_program(penv, policy, episode_length=5)
-    axes = [robustness.Axis("mass", (0.5, 2.0)), robustness.Axis("delay", (0, 1))]
-    points = robustness.grid(axes, one_at_a_time=False)  # 5 points: 3 calls of 2, the last padded
-    ev = robustness.Evaluator(program, points, episodes=3, seed=0, points_per_call=2)
+    program = study.make_program(penv, policy, episode_length=5)
+    axes = [study.Axis("mass", (0.5, 2.0)), study.Axis("delay", (0, 1))]
+    points = study.grid(axes, one_at_a_time=False)  # 5 points: 3 calls of 2, the last padded
+    ev = study.Evaluator(program, points, episodes=3, seed=0, points_per_call=2)
     assert ev.num_calls == 3 and len(ev.calls[0][0].sharding.device_set) == 2
     out = ev(jnp.float32(0.3))
-    ref = robustness.Evaluator(program, points, episodes=3, seed=0, points_per_call=8)
+    ref = study.Evaluator(program, points, episodes=3, seed=0, points_per_call=8)
     keys, pert = jax.device_put((ref.calls[0][0], ref.calls[0][1]), jax.devices()[0])  # one device, no mesh
     single = [np.asarray(x)[:15].reshape(5, 3) for x in program(jnp.float32(0.3), keys, pert)]
     for k, s in zip(("return", "length", "fell"), single):
@@ -400,8 +400,8 @@ def test_randomized_training_run_trains_resumes_into_a_study(tmp_path):
 
 def test_summary_and_plots_from_rows(tmp_path):
     """Relative returns against the unperturbed point per algo, 95% bands over seeds, a heat map for 2 axes."""
-    axes = [robustness.Axis("mass", (0.5, 2.0)), robustness.Axis("obs_noise", (0.0, 0.1))]
-    points = robustness.grid(axes, one_at_a_time=False)
+    axes = [study.Axis("mass", (0.5, 2.0)), study.Axis("obs_noise", (0.0, 0.1))]
+    points = study.grid(axes, one_at_a_time=False)
     rows = []
     for algo, base in (("dsac-e", 100.0), ("sac", -50.0)):
         for jitter in (-1.0, 1.0):  # two seeds
@@ -410,18 +410,18 @@ def test_summary_and_plots_from_rows(tmp_path):
                 value = base * (factor if base > 0 else 1 / factor) + jitter
                 rows.append({"algo": algo, "randomize": "", "perturbation": p.perturbation,
                              "magnitude": p.magnitude, "mean_return": value, "fall_rate": 0.0})  # fmt: skip
-    text = robustness.summary(rows, points)
+    text = study_report.summary(rows, points)
     assert "mass;obs_noise (4 points)" in text
     assert "dsac-e" in text and "mean  -25.0%  worst  -50.0% at mass;obs_noise=0.5;0.1" in text
     assert "mean  -50.0%  worst -100.0%" in text  # a cost that doubles: relative to |unperturbed|
-    assert robustness.plot(rows, points, axes, str(tmp_path)) == [str(tmp_path / "heatmap.png")]
-    assert robustness.confidence_band(np.array([99.0, 101.0])) == (100.0, 99.0, 101.0)  # two seeds: their range
-    mean, low, high = robustness.confidence_band(np.arange(100.0))
+    assert study_report.plot(rows, points, axes, str(tmp_path)) == [str(tmp_path / "heatmap.png")]
+    assert study_report.confidence_band(np.array([99.0, 101.0])) == (100.0, 99.0, 101.0)  # two seeds: their range
+    mean, low, high = study_report.confidence_band(np.arange(100.0))
     assert 4.5 < mean - low < 7 and 4.5 < high - mean < 7  # about 1.96 std / sqrt(n) = 5.7
-    single = robustness.grid(axes, one_at_a_time=True)
+    single = study.grid(axes, one_at_a_time=True)
     relabel = zip(rows, single * 4, strict=True)  # 2 algos x 2 seeds x 5 points either way
     rows = [{**r, "perturbation": p.perturbation, "magnitude": p.magnitude} for r, p in relabel]
-    assert robustness.plot(rows, single, axes, str(tmp_path)) == [str(tmp_path / "return_vs_magnitude.png")]
+    assert study_report.plot(rows, single, axes, str(tmp_path)) == [str(tmp_path / "return_vs_magnitude.png")]
 
 
 def test_push_finds_the_root_translation_or_refuses():
@@ -435,7 +435,7 @@ def test_push_finds_the_root_translation_or_refuses():
 
 def test_runs_on_other_physics_get_their_own_study_program(tiny_config):
     """A study of a `--physics fast` and a `faithful` run of one task must not evaluate both on the first's."""
-    from mjx_tecrl.robustness import _program_key
+    from mjx_tecrl.study import _program_key
 
     faithful, fast = tiny_config(physics="faithful"), tiny_config(physics="fast")
     assert _program_key(faithful) != _program_key(fast)
