@@ -36,8 +36,9 @@ def device_description() -> str:
     return f"JAX backend: {jax.default_backend()} ({len(devs)} device(s): {', '.join(kinds)})"
 
 
-def run(plan: RunPlan, out=sys.stdout, progress_fn: ProgressFn | None = None) -> dict[str, Any]:
-    """Train according to `plan` (one run, or every member of a sweep at once); returns the summary.
+def run(plan: RunPlan, out=None, progress_fn: ProgressFn | None = None) -> dict[str, Any]:
+    """Train according to `plan` (one run, or every member of a sweep at once), printing to `out` (default
+    stdout); returns the summary.
 
     The summary is also written to summary.json (a sweep's: one per member, plus sweep.csv and sweep.png).
     With several processes (`jax.distributed`), all compute and process 0 alone writes.
@@ -46,7 +47,7 @@ def run(plan: RunPlan, out=sys.stdout, progress_fn: ProgressFn | None = None) ->
     """
     held: list[int] = []  # the run directory's lock (`rundir.lock`), taken once the directory exists
     try:
-        return _run(plan, out, held, progress_fn)
+        return _run(plan, sys.stdout if out is None else out, held, progress_fn)  # stdout as it is now
     finally:
         for fd in held:
             os.close(fd)  # releases the lock
