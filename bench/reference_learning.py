@@ -60,6 +60,8 @@ def main(argv=None):
     p.add_argument("--figures", default="", help="write DIR/learning_<task>.png per task (mjx_tecrl.plot)")
     p.add_argument("--cut-at", type=int, default=0, metavar="STEPS", help="with --report-only: compare runs cut "
                    "short (unfinished ones included) at a common env step, their curves up to STEPS")  # fmt: skip
+    p.add_argument("--merge", type=C.str_list, default=[], metavar="JSON,...", help="earlier reports whose runs "
+                   "(directories gone) join this one's table and figures, where this one has no such run")  # fmt: skip
     args = C.parse(p, {"steps": 12_000, "seeds": 1, "eval_every": 1_000, "systems": ["sac", "sb3-sac"]}, argv)
     C.check_tasks(p, args.tasks)
     for s in args.systems:
@@ -93,7 +95,9 @@ def main(argv=None):
 
     rows = _write(report, every, args)
     print(C.table(HEADERS, [_table_row(r) for r in rows]))
-    if args.figures:
+    if args.figures and args.merge:
+        _records_figures(args.figures, report.extra["runs"])
+    elif args.figures:
         _figures(args, every)
     return 0
 
@@ -219,11 +223,42 @@ def _stats(values: list[float]) -> dict:
 def _write(report, jobs: list[dict], args) -> list[dict]:
     cut = getattr(args, "cut_at", 0)
     records = [c for j in jobs if _reportable(j["dir"], cut) for c in _curves(j, cut)]
+    records += _merged(getattr(args, "merge", []), records, args.tasks)
     rows = _summarise(records, args.eval_every)
     report.rows = rows
     report.extra = {"runs": records, "commands": {j["dir"]: " ".join(j["cmd"][1:]) for j in jobs}}
     report.write()
     return rows
+
+
+def _merged(paths: list[str], records: list[dict], tasks: list[str]) -> list[dict]:
+    """The runs of earlier reports (`--merge`) on `tasks` that `records` lack (by task, system and seed)."""
+    have = {(r["task"], r["system"], r["seed"]) for r in records}
+    out = []
+    for path in paths:
+        with open(path) as f:
+            runs = json.load(f)["runs"]
+        out += [r for r in runs if r["task"] in tasks and (r["task"], r["system"], r["seed"]) not in have]
+    return out
+
+
+def _records_figures(out_dir: str, records: list[dict]) -> None:
+    """learning_<task>.png from the reports' records (eval return, alpha and policy entropy against env steps), for
+    runs whose directories are gone (`--merge`); `mjx_tecrl.plot.figure`, its other panels left empty."""
+    from mjx_tecrl.plot import Curve, figure
+
+    columns = {"eval_return": "eval/episode_return", "alpha": "train/alpha", "policy_entropy": "train/policy_entropy"}
+    os.makedirs(out_dir, exist_ok=True)
+    for task in sorted({r["task"] for r in records}):
+        groups: dict[str, list] = {}
+        for r in sorted((r for r in records if r["task"] == task), key=lambda r: SYSTEMS.index(r["system"])):
+            metrics = {"env_steps": np.asarray(r["env_steps"], float)}
+            metrics |= {col: np.asarray(r[k], float) for k, col in columns.items() if r.get(k)}
+            settings = {"algo": r["system"], "rho": 0.0, "gamma": 0.99}  # no reference lines: H0 is not recorded
+            groups.setdefault(r["system"], []).append(Curve(f"{r['system']} s{r['seed']}", settings, metrics))
+        path = os.path.join(out_dir, f"learning_{task}.png")
+        figure(groups).savefig(path, dpi=100)
+        print(f"wrote {path}")
 
 
 HEADERS = ["task", "system", "seeds", "at 20k", "at 50k", "at 100k", "at 150k", "score (last 3 evals)",

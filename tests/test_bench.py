@@ -246,3 +246,25 @@ def test_reference_learning_cut_at_compares_runs_stopped_at_a_common_step(tmp_pa
     (record,) = R._curves({"task": "walker2d", "system": "dsac-e", "dir": str(run)}, cut_at=30_000)
     assert record["env_steps"][-1] == 30_000 and record["wall_s"] == 3000.0
     assert R.score(record["env_steps"], record["eval_return"]) == pytest.approx((200 + 250 + 300) / 3)
+
+
+def test_reference_learning_merge_adds_an_earlier_reports_runs_where_this_one_has_none(tmp_path):
+    """--merge: the runs of an earlier report (their directories gone) join the table, unless this report has the
+    same task, system and seed; the figure is drawn from the records."""
+    import reference_learning as R
+
+    def record(system, seed, value):
+        return {"task": "walker2d", "system": system, "seed": seed, "env_steps": [5000.0, 10000.0, 15000.0],
+                "eval_return": [value, value + 1, value + 2], "alpha": [0.5, 0.2, 0.1], "wall_s": 10.0,
+                "seeds_in_program": 1}  # fmt: skip
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"runs": [record("dsac-e", 0, 100.0), record("sac", 0, 999.0),
+                                            {**record("dsac-e", 1, 7.0), "task": "hopper"}]}))  # fmt: skip
+    live = [record("sac", 0, 50.0)]
+    merged = R._merged([str(earlier)], live, ["walker2d"])
+    assert [(r["system"], r["seed"]) for r in merged] == [("dsac-e", 0)]  # sac 0 is this report's; hopper not asked
+    rows = R._summarise(live + merged, 5000)
+    assert {r["system"]: r["score"]["median"] for r in rows} == {"dsac-e": 101.0, "sac": 51.0}
+    R._records_figures(str(tmp_path / "figs"), live + merged)
+    assert (tmp_path / "figs" / "learning_walker2d.png").stat().st_size > 10_000
