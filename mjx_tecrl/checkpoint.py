@@ -172,7 +172,8 @@ def restore(
     # the checkpoint's hyperparameters are its config's, which the caller built the template from. One removed
     # since (action_dim, now static) is dropped.
     added = [p for p in wanted if p not in saved and _is_hyperparameter(p)]
-    removed = [p for p in saved if p not in set(wanted) and _is_hyperparameter(p)]
+    wanted_set = set(wanted)
+    removed = [p for p in saved if p not in wanted_set and _is_hyperparameter(p)]
     for p in removed:
         del saved[p]
     if len(saved) + len(added) != len(wanted):

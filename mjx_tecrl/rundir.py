@@ -26,6 +26,7 @@ import jax
 from mjx_tecrl import checkpoint
 from mjx_tecrl import sweep as sweep_lib
 from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, make_config, validate
+from mjx_tecrl.logging import write_json
 from mjx_tecrl.sweep import SweepSpec
 
 CONFIG_FILE = "config.json"
@@ -243,8 +244,6 @@ def create(plan: RunPlan) -> int:
     fd = lock(plan.run_dir)  # before anything in it is read or written
     if plan.resume:
         return fd
-    from mjx_tecrl.logging import write_json
-
     try:
         if plan.is_sweep:
             write_json(os.path.join(plan.run_dir, SWEEP_FILE), {**plan.sweep.to_dict(), "members": list(plan.members)})
