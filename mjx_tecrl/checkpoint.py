@@ -27,7 +27,8 @@ import jax
 import msgpack
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every state has the member axis, a single run's too (of size 1)
+READS = (1, 2)  # version 1: a single run's state had no member axis; it is added on restoring
 LATEST = "latest.ckpt"
 BEST = "best.ckpt"
 REPLAY_PREFIX, HISTORY_PREFIX, SUFFIX = "replay-", "step-", ".ckpt"
@@ -145,9 +146,10 @@ def load_meta(directory: str, name: str = LATEST) -> tuple[dict[str, Any], dict[
             payload = msgpack.unpackb(f.read(), raw=False)
     except Exception as e:  # truncated or not msgpack
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        got = payload.get("format_version") if isinstance(payload, dict) else None
-        raise CheckpointError(f"checkpoint {path} has format version {got!r}; this mjx_tecrl reads {FORMAT_VERSION}")
+    got = payload.get("format_version") if isinstance(payload, dict) else None
+    if type(got) is not int or got not in READS:
+        reads = " and ".join(map(str, READS))
+        raise CheckpointError(f"checkpoint {path} has format version {got!r}; this mjx_tecrl reads {reads}")
     return payload, payload.get("meta", {})
 
 
@@ -195,12 +197,15 @@ def restore(
             )
         rec = saved[key]
         shape, dtype = tuple(rec["shape"]), np.dtype(rec["dtype"])
+        data = np.frombuffer(rec["data"], dtype=dtype).reshape(shape)
+        if payload["format_version"] == 1 and tuple(ref.shape) == (1, *shape):  # a version-1 single run's
+            shape, data = (1, *shape), data[None]
         if shape != tuple(ref.shape) or dtype != np.dtype(ref.dtype):
             raise CheckpointError(
                 f"checkpoint array {key} has shape {shape} {dtype}, this configuration expects "
                 f"{tuple(ref.shape)} {ref.dtype} at {key}: different env or sizes"
             )
-        leaves.append(np.frombuffer(rec["data"], dtype=dtype).reshape(shape))
+        leaves.append(data)
     return jax.tree_util.tree_unflatten(treedef, leaves), meta
 
 

@@ -117,7 +117,7 @@ def check(
     """Raise ConfigError (one line) if the estimated state does not fit; free sizes default to the measured ones.
 
     `members`: a sweep's member count; the host-side copies hold every member, a device its share of them
-    (`population.member_devices`)."""
+    (`population.mesh_shape`)."""
     backend = backend or jax.default_backend()
     est = estimate(config, env)
     on_host = backend == "cpu"
@@ -130,9 +130,9 @@ def check(
 
     # (pool, free bytes, factor on env + learner bytes, factor on replay bytes)
     k = members
-    from mjx_tecrl.population import member_devices
+    from mjx_tecrl.population import mesh_shape
 
-    on_device = -(-members // member_devices(members))
+    on_device = -(-members // mesh_shape(members)[0])
     pools = []
     if on_host:
         pools.append(("available system RAM", host_free, k * (1 + copies), k * (1 + saved_replay)))

@@ -11,8 +11,8 @@ import numpy as np
 
 from mjx_tecrl import checkpoint, rundir
 from mjx_tecrl.config import Config, ConfigError
-from mjx_tecrl.population import stacked_hyperparams
-from mjx_tecrl.rundir import checkpoint_file, member_dir, read_config, read_sweep
+from mjx_tecrl.population import abstract_state
+from mjx_tecrl.rundir import checkpoint_file, read_config, read_sweep
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,8 @@ def load_run(run_dir: str, physics: str | None = None, which: str = "latest") ->
     except ValueError as e:  # a physics the task does not have
         raise ConfigError(f"--physics: {e}") from None
     fns = make_train(config, env)
-    key = jax.random.PRNGKey(0)
-    if sweep is None:
-        template = jax.eval_shape(fns._init, key, config.hyperparams())
-    else:
-        hp = stacked_hyperparams(config, sweep["members"])
-        keys = jax.random.split(key, len(sweep["members"]))
-        template = jax.eval_shape(jax.vmap(fns._init), keys, hp)
+    population = rundir.run_members(config, sweep)
+    template = abstract_state(fns, config, population)
     if not meta.get("has_buffer", True):
         template = template.replace(replay=None)
     try:
@@ -83,17 +78,14 @@ def load_run(run_dir: str, physics: str | None = None, which: str = "latest") ->
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"{run_dir!r}: {e}") from None
     learner = jax.tree.map(np.asarray, state.learner)
-    if sweep is None:
-        members = [Member(0, config.seed, rundir.member_hyperparams(config, {}), learner, run_dir)]
-    else:
-        members = [
-            Member(
-                index=i,
-                seed=int(m["seed"]),
-                hyperparams=rundir.member_hyperparams(config, m),
-                learner=jax.tree.map(lambda x, i=i: x[i], learner),
-                metrics_dir=member_dir(run_dir, i),
-            )
-            for i, m in enumerate(sweep["members"])
-        ]
+    members = [
+        Member(
+            index=i,
+            seed=int(m["seed"]),
+            hyperparams=rundir.member_hyperparams(config, m),
+            learner=jax.tree.map(lambda x, i=i: x[i], learner),
+            metrics_dir=rundir.metrics_dir(run_dir, i if sweep is not None else None),
+        )
+        for i, m in enumerate(population)
+    ]
     return LoadedRun(run_dir, config, members, sweep is not None, int(meta.get("env_steps", 0)), fns)

@@ -1,6 +1,7 @@
 """A run's members and how its state is laid out over devices: the pure functions of `loop.make_train` lifted to
-the population (one member for a single run, a leading member axis for a sweep), placed and brought back to the
-host. The host loop (`mjx_tecrl.run`) asks this module, and nothing else, where a member's arrays are."""
+the population (a leading member axis, of one member for a single run), placed and brought back to the host. The
+host loop (`mjx_tecrl.run`), policy loading and `memory.check` ask this module, and nothing else, where a member's
+arrays are."""
 
 from __future__ import annotations
 
@@ -24,25 +25,55 @@ def stacked_hyperparams(config: Config, members: list[dict[str, Any]]) -> Hyperp
     return Hyperparams(**{n: jnp.asarray([r[n] for r in rows], jnp.float32) for n in HYPERPARAM_NAMES})
 
 
-def member_devices(n_members: int) -> int:
-    """How many devices a population of `n_members` (> 1: a sweep) spreads its members over: all of them across
-    processes, else gcd(members, devices), so that each holds the same number (`memory.check` asks this too)."""
+def lift(fn, n_members: int, in_axes=0):
+    """`fn` over a leading member axis of `n_members` on the arguments whose `in_axes` is 0 and on every output.
+
+    Several members: `jax.vmap`. One: the function itself on the member's arrays, the axis dropped and put back (a
+    free reshape), because a vmap of one costs a single run about a third of its env steps/s on a CPU
+    (`bench/population_of_one.py`: XLA gives batched matmuls and gathers no unbatched kernels) and changes its numbers.
+    """
+    if n_members > 1:
+        return jax.vmap(fn, in_axes=in_axes)
+    axes = in_axes if isinstance(in_axes, tuple) else None
+
+    def one(*args):
+        args = [a if axes is not None and axes[i] is None else jax.tree.map(lambda x: x[0], a) for i, a in
+                enumerate(args)]  # fmt: skip
+        return jax.tree.map(lambda x: x[None], fn(*args))
+
+    return one
+
+
+def abstract_state(fns, config: Config, members: list[dict[str, Any]]):
+    """The shapes and dtypes of the members' training state (a leading member axis), with no values."""
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.PRNGKey(0), len(members)))
+    return jax.eval_shape(lift(fns._init, len(members)), keys, stacked_hyperparams(config, members))
+
+
+def mesh_shape(n_members: int) -> tuple[int, int]:
+    """The one placement rule, for a single run (one member) and a sweep alike: (member devices, env devices).
+
+    Across processes the members spread over every device (`rundir` checks that they split evenly); in one
+    process over gcd(members, devices) of them, so that each holds the same number, and the environments of a
+    member over the devices left (`--num-envs` must divide by that). `memory.check` counts a device's share by it.
+    """
     n = len(jax.devices())
-    return n if jax.process_count() > 1 else math.gcd(n_members, n)
+    if jax.process_count() > 1:
+        return n, 1
+    members = math.gcd(n_members, n)
+    return members, n // members
 
 
 class Population:
-    """The members of `plan` and the lifted functions.
-
-    Single run: the functions as they are; with several local devices the environment axis is sharded.
-    Sweep: every function vmapped over a leading member axis, which is sharded over the devices (of all
-    processes under `jax.distributed`); `memory.check` counts a device's share by the same rule.
+    """The members of `plan` (one for a single run) and the pure functions of `loop.make_train` vmapped over a
+    leading member axis, which every state, key and metric carries; laid out on a mesh of (members, envs)
+    devices (`mesh_shape`): the member axis sharded over the first, each member's environments over the second.
     """
 
     def __init__(self, plan, fns, sharding, note: str = ""):
         self.plan, self.fns, self.sharding, self.note = plan, fns, sharding, note
-        self.is_sweep = plan.is_sweep
-        self.members = list(plan.members) if plan.is_sweep else [{"member": 0, "seed": plan.config.seed}]
+        self.is_sweep = plan.is_sweep  # the directory layout (rundir) only: the computation is the same
+        self.members = list(plan.members)
         self._eval_base = [jax.random.PRNGKey(m["seed"] + EVAL_SEED_OFFSET) for m in self.members]
 
     @classmethod
@@ -51,71 +82,58 @@ class Population:
         from jax.sharding import PartitionSpec as P
 
         devices = jax.devices()
-        if plan.is_sweep:
-            n, d = len(plan.members), member_devices(len(plan.members))
-            note = ""
-            if d < len(devices):
-                note = f"note: {n} members over {d} of {len(devices)} devices (use a multiple of {len(devices)})"
-            mesh = Mesh(np.array(devices[:d]), ("members",))
-            return cls(plan, fns, NamedSharding(mesh, P("members")), note)
-        local = jax.local_devices()
-        if len(local) > 1 and plan.config.num_envs % len(local) == 0:
-            mesh = Mesh(np.array(local), ("envs",))
-            return cls(plan, fns, (NamedSharding(mesh, P()), NamedSharding(mesh, P("envs"))))
-        return cls(plan, fns, None)
+        n = len(plan.members)
+        by_member, by_env = mesh_shape(n)
+        note = ""
+        if n > 1 and by_env > 1:
+            note = (f"note: {n} members over {by_member} of {len(devices)} devices, each member's environments split "
+                    f"over {by_env} (a multiple of {len(devices)} members gives each its own devices)")  # fmt: skip
+        mesh = Mesh(np.array(devices[: by_member * by_env]).reshape(by_member, by_env), ("members", "envs"))
+        return cls(plan, fns, (NamedSharding(mesh, P("members")), NamedSharding(mesh, P("members", "envs"))), note)
 
     def __len__(self) -> int:
         return len(self.members)
 
     # --- the lifted functions ---
-    def _lift(self, fn, in_axes=0):
-        return jax.vmap(fn, in_axes=in_axes) if self.is_sweep else fn
-
     def chunk(self, ts, num_iters=None):
         """`num_iters` (an int32 scalar, the same for every member; default all) of the chunk's iterations run."""
-        return self._lift(self.fns.run_chunk, (0, None))(ts, num_iters)
+        return lift(self.fns.run_chunk, len(self), (0, None))(ts, num_iters)
 
     def warmup(self, ts):
-        return self._lift(self.fns.warmup)(ts)
+        return lift(self.fns.warmup, len(self))(ts)
 
     def evaluate(self, learner, keys):
-        return self._lift(self.fns.evaluate)(learner, keys)
+        return lift(self.fns.evaluate, len(self))(learner, keys)
 
     def eval_keys(self, evals_done: int):
-        keys = [jax.random.fold_in(k, evals_done) for k in self._eval_base]
-        if not self.is_sweep:
-            return keys[0]
-        return self._put(np.stack([np.asarray(k) for k in keys]))
+        return self._put(np.stack([np.asarray(jax.random.fold_in(k, evals_done)) for k in self._eval_base]))
 
     def jit(self, fn, donate: bool = False):
+        """`fn` jitted, its outputs laid out by member (where the environments are split too, as the inputs are)."""
         kw: dict[str, Any] = {"donate_argnums": 0} if donate else {}
-        if self.is_sweep:
-            kw["out_shardings"] = self.sharding
+        by_member, by_env = self.sharding
+        if by_env.mesh.shape["envs"] == 1:
+            kw["out_shardings"] = by_member
         return jax.jit(fn, **kw)
 
     # --- placement ---
     def init(self):
-        fns, plan = self.fns, self.plan
-        if not self.is_sweep:
-            return self.place(fns.init(jax.random.PRNGKey(plan.config.seed)))
-        keys = np.stack([np.asarray(jax.random.PRNGKey(m["seed"])) for m in self.members])
-        hp = stacked_hyperparams(plan.config, self.members)
-        return jax.jit(jax.vmap(fns._init), out_shardings=self.sharding)(self._put(keys), self._put(hp))
+        """The members' initial states, each from its seed and hyperparameters."""
+        keys = self._put(np.stack([np.asarray(jax.random.PRNGKey(m["seed"])) for m in self.members]))
+        hp = self._put(stacked_hyperparams(self.plan.config, self.members))
+        init = lift(self.fns._init, len(self))
+        return jax.jit(init, out_shardings=self._state_shardings(jax.eval_shape(init, keys, hp)))(keys, hp)
 
     def _state_shardings(self, ts):
-        if self.is_sweep:
-            return jax.tree.map(lambda _: self.sharding, ts)
-        replicated, by_env = self.sharding
-        return jax.tree.map(lambda _: replicated, ts).replace(env=jax.tree.map(lambda _: by_env, ts.env))
+        by_member, by_env = self.sharding
+        return jax.tree.map(lambda _: by_member, ts).replace(env=jax.tree.map(lambda _: by_env, ts.env))
 
     def place(self, ts):
         """Host or device arrays -> the program's layout (global arrays under several processes)."""
-        if self.sharding is None:
-            return jax.tree.map(jnp.asarray, ts)
         return jax.tree.map(_from_host, ts, self._state_shardings(ts))
 
     def _put(self, tree):
-        return jax.tree.map(lambda x: _from_host(x, self.sharding), tree) if self.is_sweep else tree
+        return jax.tree.map(lambda x: _from_host(x, self.sharding[0]), tree)
 
     # --- host side ---
     def to_host(self, tree):
@@ -127,8 +145,8 @@ class Population:
         return jax.device_get(tree)
 
     def member(self, tree, i: int):
-        """Member `i`'s part of a host tree (the tree itself for a single run)."""
-        return jax.tree.map(lambda x: x[i], tree) if self.is_sweep else tree
+        """Member `i`'s part of a host tree."""
+        return jax.tree.map(lambda x: x[i], tree)
 
     def rows(self, metrics: dict[str, Any]) -> list[dict[str, float]]:
         """Per member, its scalars of a host metrics dict."""
@@ -146,6 +164,10 @@ class Population:
 
     def metrics_dir(self, i: int) -> str:
         return rundir.metrics_dir(self.plan.run_dir, i if self.is_sweep else None)
+
+    def template(self):
+        """The abstract state of the members (shapes and dtypes, no values): what a checkpoint restores into."""
+        return abstract_state(self.fns, self.plan.config, self.members)
 
     def seed(self, i: int) -> int:
         return int(self.members[i]["seed"])

@@ -58,7 +58,7 @@ def _run(plan: RunPlan, out, held: list[int], progress_fn: ProgressFn | None) ->
 
     config, run_dir = plan.config, plan.run_dir
     env = _make_env(config)
-    memory.check(config, env, members=max(len(plan.members), 1))  # before anything is compiled or written
+    memory.check(config, env, members=len(plan.members))  # before anything is compiled or written
     writer = jax.process_index() == 0
     if not writer:
         out = open(os.devnull, "w")  # noqa: SIM115 - the other processes compute and stay quiet

@@ -98,6 +98,12 @@ def member_hyperparams(config: Config, member: dict[str, Any]) -> dict[str, floa
     return {n: float(swept.get(n, getattr(config, n))) for n in HYPERPARAM_NAMES}
 
 
+def run_members(config: Config, sweep: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The population of a run: sweep.json's members, or a single run's one member (its seed, the config's
+    hyperparameters)."""
+    return list(sweep["members"]) if sweep is not None else [{"member": 0, "seed": config.seed}]
+
+
 def checkpoint_file(run_dir: str, which: str = "latest") -> str:
     """The file name of checkpoint `which` (`checkpoint.file_name`) in the run's checkpoints; ConfigError (one
     line, naming the ones the run has) when the name is malformed or the run has no such checkpoint."""
@@ -124,7 +130,7 @@ class RunPlan:
     run_dir: str
     resume: bool  # continue the run already in run_dir (its config.json and sweep.json are kept)
     sweep: SweepSpec | None = None  # None: a single run
-    members: tuple[dict[str, Any], ...] = ()  # the sweep's members (member, seed, hyperparams)
+    members: tuple[dict[str, Any], ...] = ()  # the population: a sweep's members (member, seed, hyperparams); one
     restart: bool = False  # resume of a run stopped before its first checkpoint: start it over from env step 0
 
     @property
@@ -142,11 +148,9 @@ def prepare(overrides: dict[str, Any], sweep: SweepSpec | None = None) -> RunPla
         return _prepare_resume(overrides, sweep, resume_dir)
 
     config = make_config(**overrides)
-    _validate(config, sweep is not None)
-    members: tuple[dict[str, Any], ...] = ()
-    if sweep is not None:
-        members = tuple(sweep_lib.check_members(config, sweep))
-    _check_member_devices(len(members))
+    _validate(config, len(sweep.members(config.seed)) if sweep is not None else 1)
+    members = tuple(sweep_lib.check_members(config, sweep) if sweep is not None else run_members(config, None))
+    _check_member_devices(len(members), sweep is not None)
     tag = "sweep" if sweep is not None else f"s{config.seed}"
     run_dir = config.out or os.path.join("runs", f"{config.env}-{config.algo}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     if holds_run(run_dir):
@@ -188,16 +192,16 @@ def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_d
         )
     allowed = {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES}
     config = dataclasses.replace(saved, **{**allowed, "out": resume_dir, "resume": resume_dir})
-    _validate(config, saved_sweep is not None)
-    members = tuple(saved_sweep["members"]) if saved_sweep is not None else ()
-    _check_member_devices(len(members))
+    _validate(config, len(run_members(saved, saved_sweep)))
+    members = tuple(run_members(config, saved_sweep))
+    _check_member_devices(len(members), saved_sweep is not None)
     return RunPlan(config, resume_dir, True, saved_spec, members, restart=restart)
 
 
-def _check_member_devices(n_members: int) -> None:
+def _check_member_devices(n_members: int, is_sweep: bool) -> None:
     """Across several processes every device must hold the same number of sweep members."""
     n_dev = jax.device_count()
-    if jax.process_count() > 1 and not n_members:
+    if jax.process_count() > 1 and not is_sweep:
         raise ConfigError(
             f"--num-processes {jax.process_count()} splits the members of a sweep over the processes; "
             "give --sweep and/or --seeds (a single run uses the devices of one process)"
@@ -209,12 +213,12 @@ def _check_member_devices(n_members: int) -> None:
         )
 
 
-def _validate(config: Config, is_sweep: bool = False) -> None:
+def _validate(config: Config, n_members: int = 1) -> None:
     from mjx_tecrl.envs import registry
+    from mjx_tecrl.population import mesh_shape
 
-    # A single run shards its environments over the local devices; a sweep shards its members instead.
-    devices = 1 if is_sweep else jax.local_device_count()
-    validate(config, known_envs=registry.list_envs(), device_count=devices)
+    # each member's environments are split over the devices its members do not take (`population.mesh_shape`)
+    validate(config, known_envs=registry.list_envs(), device_count=mesh_shape(n_members)[1])
     if config.track and importlib.util.find_spec("wandb") is None:
         raise ConfigError("--track needs Weights & Biases: pip install 'mjx_tecrl[wandb]'")
 

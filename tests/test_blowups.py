@@ -292,5 +292,5 @@ def test_the_report_is_split_per_sweep_member():
     rest, per_member = population(3).split_nonfinite(metrics)
     assert list(rest) == ["train/alpha"]
     assert per_member == [{}, {"actor_params": 4, "observations": 6}, {"observations": 0}]
-    rest, per_member = population(1).split_nonfinite({"x": 1.0, NONFINITE_PREFIX + "log_alpha": np.int32(2)})
-    assert rest == {"x": 1.0} and per_member == [{"log_alpha": 2}]
+    rest, per_member = population(1).split_nonfinite({"x": np.ones(1), NONFINITE_PREFIX + "log_alpha": np.int32([2])})
+    assert list(rest) == ["x"] and rest["x"].tolist() == [1.0] and per_member == [{"log_alpha": 2}]  # one member

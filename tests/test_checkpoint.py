@@ -157,6 +157,33 @@ def test_other_format_version_is_refused(tmp_path, version):
     assert f"format version {version!r}" in message and str(checkpoint.FORMAT_VERSION) in message
 
 
+def _as_version(path, version: int) -> None:
+    payload = msgpack.unpackb(open(path, "rb").read(), raw=False)
+    payload["format_version"] = version
+    with open(path, "wb") as f:
+        f.write(msgpack.packb(payload, use_bin_type=True))
+
+
+def test_a_version_1_single_run_gains_the_member_axis(tmp_path):
+    """Version 1 saved a single run's state without the member axis every state has since (a population of one):
+    it restores into today's template, each array with a leading axis of 1, bit for bit."""
+    state = _state()
+    checkpoint.save(str(tmp_path), state, {"env_steps": 5})
+    _as_version(tmp_path / LATEST, 1)
+    one_member = jax.tree.map(lambda x: np.asarray(x)[None], state)
+    restored, meta = checkpoint.restore(str(tmp_path), one_member)
+    _assert_identical(restored, one_member)
+    assert meta == {"env_steps": 5}
+    # a version-1 sweep had the member axis already: restored as saved, however many members
+    checkpoint.save(str(tmp_path), one_member, {"env_steps": 5})
+    _as_version(tmp_path / LATEST, 1)
+    _assert_identical(checkpoint.restore(str(tmp_path), one_member)[0], one_member)
+    # and version 2 is not reshaped: a state without the axis is a mismatch
+    checkpoint.save(str(tmp_path), state, {"env_steps": 5})
+    with pytest.raises(CheckpointError, match="has shape"):
+        checkpoint.restore(str(tmp_path), one_member)
+
+
 def test_state_with_more_or_fewer_arrays_is_refused(tmp_path):
     _saved(tmp_path)
     more = {**_template(), "extra": np.zeros((2,), np.float32)}

@@ -31,7 +31,6 @@ import threading
 import time
 from pathlib import Path
 
-import jax
 import pytest
 from mjx_tecrl.envs import registry
 from test_run import CHUNK, NUM_ENVS, TIMING_COLUMNS, TRAIN, WARMUP, _argv
@@ -39,6 +38,8 @@ from test_run import CHUNK, NUM_ENVS, TIMING_COLUMNS, TRAIN, WARMUP, _argv
 from mjx_tecrl import checkpoint
 from mjx_tecrl.config import Config
 from mjx_tecrl.loop import make_train
+from mjx_tecrl.population import abstract_state
+from mjx_tecrl.rundir import run_members
 
 TIMING_SUMMARY = {"wall_time_s", "compile_time_s", "train_time_s", "env_steps_per_second"}
 SLOW_FSYNC_S = 0.15
@@ -142,8 +143,7 @@ def template():
             with open(run_dir / "config.json") as f:
                 config = Config.from_dict(json.load(f))
             fns = make_train(config, registry.make(config.env))
-            hyperparams = config.hyperparams()
-            cache["state"] = jax.eval_shape(fns._init, jax.random.PRNGKey(0), hyperparams)
+            cache["state"] = abstract_state(fns, config, run_members(config, None))  # a population of one
         return cache["state"]
 
     return load
@@ -202,7 +202,7 @@ def _kill_trials(base: Path, env: dict, trials: int, seed: int, template):
         # latest.ckpt loads completely, into the state of this configuration, and did not go back.
         state, meta, replay_steps = checkpoint.restore_run(str(ckpt_dir), template(run_dir))
         assert meta["env_steps"] in allowed and meta["env_steps"] >= last_steps, (meta["env_steps"], last_steps)
-        assert int(state.iteration) * NUM_ENVS == meta["env_steps"]  # the arrays belong with the meta
+        assert int(state.iteration[0]) * NUM_ENVS == meta["env_steps"]  # the arrays belong with the meta
         assert replay_steps == meta["env_steps"]  # and so does the buffer it names
         last_steps = meta["env_steps"]
 

@@ -285,15 +285,17 @@ def test_resume_in_a_fresh_process_equals_the_uninterrupted_run(runs):
 def test_restore_into_a_template_state_gives_the_checkpointed_arrays(runs):
     """checkpoint.restore with a real training state as the template (no compile of the training chunk)."""
     from mjx_tecrl.loop import make_train
+    from mjx_tecrl.population import abstract_state
+    from mjx_tecrl.rundir import run_members
 
     with open(runs["A"] / "config.json") as f:
         config = Config.from_dict(json.load(f))
     fns = make_train(config, registry.make(config.env))
-    template = jax.eval_shape(fns._init, jax.random.PRNGKey(0), config.hyperparams())
+    template = abstract_state(fns, config, run_members(config, None))  # a single run: a population of one
     state, meta, replay_steps = checkpoint.restore_run(str(runs["A"] / "checkpoints"), template)
-    assert int(state.iteration) * NUM_ENVS == meta["env_steps"] == replay_steps == TWO_CHUNKS
-    assert int(state.learner.step) == 2 * UPDATES_PER_CHUNK
-    assert state.replay.data.obs.shape[0] == config.buffer_capacity
+    assert int(state.iteration[0]) * NUM_ENVS == meta["env_steps"] == replay_steps == TWO_CHUNKS
+    assert int(state.learner.step[0]) == 2 * UPDATES_PER_CHUNK
+    assert state.replay.data.obs.shape[:2] == (1, config.buffer_capacity)
 
 
 def test_resume_from_a_checkpoint_without_buffer_completes(runs):

@@ -189,6 +189,28 @@ def test_a_sweep_of_two_members_equals_the_two_runs_one_at_a_time(toy):
     assert not np.allclose(np.asarray(ts.learner.log_alpha[0]), np.asarray(ts.learner.log_alpha[1]))
 
 
+def test_a_single_run_is_a_population_of_one_that_computes_the_plain_functions_numbers(toy):
+    """A single run's state carries the member axis (size 1) through every program of the host loop, and computes
+    exactly, bit for bit, what the functions compute without the axis (`population.lift`)."""
+    config, fns = toy
+    prog = Population.build(RunPlan(config, "unused", False, None, ({"member": 0, "seed": 5},)), fns)
+    ts = prog.init()
+    assert all(x.shape[0] == 1 for x in jax.tree.leaves(ts))
+    ts, _ = jax.jit(prog.warmup)(ts)
+    ts, metrics = jax.jit(prog.chunk)(ts)
+    evaluation = jax.jit(prog.evaluate)(ts.learner, prog.eval_keys(1))
+
+    one, _ = jax.jit(fns.warmup)(fns.init(jax.random.PRNGKey(5)))
+    one, one_metrics = jax.jit(fns.run_chunk)(one)
+    one_eval = jax.jit(fns.evaluate)(one.learner, jax.random.fold_in(jax.random.PRNGKey(5 + 1_000_003), 1))
+    for got, want in ((ts, one), (metrics, one_metrics), (evaluation, one_eval)):
+        got = jax.tree.map(lambda x: x[0], got)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
+    assert prog.rows(jax.device_get(metrics)) == [{k: float(v) for k, v in one_metrics.items()}]
+
+
 SHARDED_SCRIPT = textwrap.dedent(
     """
     import os, sys
@@ -203,8 +225,11 @@ SHARDED_SCRIPT = textwrap.dedent(
     jax.config.update("jax_disable_most_optimizations", True)
     config = _tiny_config(learning_starts=16, num_envs=4, policy_delay=1)
     fns = make_train(config, CounterEnv(terminate_after=3))
-    spec = sweep_lib.SweepSpec((("rho", (1.0, 7.0)),), 2)
-    plan = RunPlan(config, "unused", False, spec, tuple(spec.members(3)))
+    if {single!r}:
+        plan = RunPlan(config, "unused", False, None, ({{"member": 0, "seed": 3}},))
+    else:
+        spec = sweep_lib.SweepSpec((("rho", (1.0, 7.0)),), 2)
+        plan = RunPlan(config, "unused", False, spec, tuple(spec.members(3)))
     prog = Population.build(plan, fns)
     ts = prog.init()
     ts, _ = prog.jit(prog.warmup, donate=True)(ts)
@@ -212,16 +237,20 @@ SHARDED_SCRIPT = textwrap.dedent(
     for _ in range(2):
         ts, metrics = chunk(ts)
     devices = {{len(x.sharding.device_set) for x in jax.tree.leaves(ts)}}
+    env_split = all(x.sharding.shard_shape(x.shape)[1] * jax.device_count() == x.shape[1]
+                    for x in jax.tree.leaves(ts.env))
+    rest_whole = all(x.sharding.is_fully_replicated for x in jax.tree.leaves(ts.replace(env=None)))
     leaves = [np.asarray(x) for x in jax.tree.leaves(prog.to_host(ts))]
-    np.savez(sys.argv[1], devices=np.array(sorted(devices)), n=jax.device_count(), *leaves)
+    np.savez(sys.argv[1], devices=np.array(sorted(devices)), n=jax.device_count(), env_split=env_split,
+             rest_whole=rest_whole, *leaves)
     """
 )
 
 
-def _run_script(out: Path, devices: int) -> dict:
+def _run_script(out: Path, devices: int, single: bool = False) -> dict:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    script = SHARDED_SCRIPT.format(tests=str(HERE))
+    script = SHARDED_SCRIPT.format(tests=str(HERE), single=single)
     proc = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(np.load(out))
@@ -232,6 +261,19 @@ def test_a_sweep_sharded_over_two_devices_equals_the_unsharded_one(tmp_path):
     single = _run_script(tmp_path / "one.npz", 1)
     assert int(sharded["n"]) == 2 and list(sharded["devices"]) == [2]  # every leaf split over both devices
     assert int(single["n"]) == 1
+    keys = [k for k in single if k.startswith("arr_")]
+    assert keys and set(keys) == {k for k in sharded if k.startswith("arr_")}
+    for k in keys:
+        np.testing.assert_allclose(sharded[k], single[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_single_run_splits_its_environments_over_two_devices_and_equals_the_unsharded_one(tmp_path):
+    """The same mesh rule for one member: the member axis takes one device, its environments are split over the
+    devices left (`population.mesh_shape`), everything else is whole on each."""
+    sharded = _run_script(tmp_path / "two.npz", 2, single=True)
+    single = _run_script(tmp_path / "one.npz", 1, single=True)
+    assert int(sharded["n"]) == 2 and list(sharded["devices"]) == [2]
+    assert bool(sharded["env_split"]) and bool(sharded["rest_whole"])
     keys = [k for k in single if k.startswith("arr_")]
     assert keys and set(keys) == {k for k in sharded if k.startswith("arr_")}
     for k in keys:

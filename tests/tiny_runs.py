@@ -43,16 +43,14 @@ def _write(run_dir, fns, config, hp, members, sweep_rhos, name) -> None:
     for s, c in members:
         learners.append(fns.learner.init(jax.random.PRNGKey(s), fns.env.observation_size,
                                          c.hyperparams()))  # fmt: skip
-    # The env and replay parts of the state stay zeros: a study never reads them.
-    template = jax.eval_shape(fns._init, jax.random.PRNGKey(seed), hp)
+    # The env and replay parts of the state stay zeros: a study never reads them. Every state has the member
+    # axis (a single run: a population of one).
+    template = jax.eval_shape(jax.vmap(fns._init), jax.random.split(jax.random.PRNGKey(seed), len(members)),
+                              jax.tree.map(lambda x: jnp.stack([x] * len(members)), hp))  # fmt: skip
+    learner = jax.tree.map(lambda *xs: np.stack(xs), *learners)
     if sweep_rhos:
-        template = jax.eval_shape(jax.vmap(fns._init), jax.random.split(jax.random.PRNGKey(seed), len(members)),
-                                  jax.tree.map(lambda x: jnp.stack([x] * len(members)), hp))  # fmt: skip
-        learner = jax.tree.map(lambda *xs: np.stack(xs), *learners)
         sweep = [{"member": i, "seed": s, "hyperparams": {"rho": c.rho}} for i, (s, c) in enumerate(members)]
         if name == checkpoint.LATEST:  # the members' seeds; the other checkpoints' policies differ from theirs
             (run_dir / "sweep.json").write_text(json.dumps({"members": sweep}))
-    else:
-        learner = learners[0]
     state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template).replace(learner=learner)
     checkpoint.save(str(run_dir / "checkpoints"), state, {"env_steps": 0, "has_buffer": True}, name)
