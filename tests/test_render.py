@@ -37,7 +37,7 @@ def untrained_run(tmp_path_factory):
                          batch_size=4, episode_length=8)  # fmt: skip
     run_dir = str(tmp_path_factory.mktemp("run"))
     fns = make_train(config, registry.make(config.env))
-    state = fns.init(jax.random.PRNGKey(0))
+    state = jax.tree.map(lambda x: x[None], fns.init(jax.random.PRNGKey(0)))  # a single run: a population of one
     checkpoint.save(os.path.join(run_dir, "checkpoints"), state, {"env_steps": 0, "has_buffer": True})
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({**config.to_dict(), "out": run_dir}, f)
