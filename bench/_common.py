@@ -74,6 +74,20 @@ def parse(p: argparse.ArgumentParser, quick_defaults: dict[str, Any], argv: Sequ
     return args
 
 
+def parse_task_defaults(description: str, quick_defaults: dict[str, Any], argv: Sequence[str] | None = None):
+    """The parser and flags of the benches that measure tasks at their defaults (`--tasks`, `--num-envs` 0: the
+    task's), parsed and checked, with the persistent compilation cache off (they time compiles)."""
+    p = parser(description)
+    p.add_argument("--tasks", type=str_list, default="inverted_pendulum,hopper")
+    p.add_argument("--num-envs", type=int, default=0, help="environments (default: the task's)")
+    args = parse(p, {"tasks": ["inverted_pendulum"], "num_envs": 4, **quick_defaults}, argv)
+    check_tasks(p, args.tasks)
+    if args.num_envs < 0:
+        p.error(f"--num-envs {args.num_envs} must be a positive integer (0: the task's)")
+    jax.config.update("jax_enable_compilation_cache", False)
+    return p, args
+
+
 def check_tasks(p: argparse.ArgumentParser, tasks: Sequence[str]) -> None:
     from mjx_tecrl.envs import registry
 

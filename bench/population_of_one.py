@@ -59,14 +59,7 @@ def measure(task: str, repeats: int, num_envs: int | None, p) -> dict:
 
 
 def main(argv=None):
-    p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--tasks", type=C.str_list, default="inverted_pendulum,hopper")
-    p.add_argument("--num-envs", type=int, default=0, help="environments (default: the task's)")
-    args = C.parse(p, {"tasks": ["inverted_pendulum"], "num_envs": 4, "repeats": 2}, argv)
-    C.check_tasks(p, args.tasks)
-    if args.num_envs < 0:
-        p.error(f"--num-envs {args.num_envs} must be a positive integer (0: the task's)")
-    jax.config.update("jax_enable_compilation_cache", False)
+    p, args = C.parse_task_defaults(__doc__.splitlines()[0], {"repeats": 2}, argv)
     report = C.Report("population_of_one", args)
     for task in args.tasks:
         report.add(**measure(task, args.repeats, args.num_envs or None, p))
