@@ -165,10 +165,6 @@ class Population:
     def metrics_dir(self, i: int) -> str:
         return rundir.metrics_dir(self.plan.run_dir, i if self.is_sweep else None)
 
-    def template(self):
-        """The abstract state of the members (shapes and dtypes, no values): what a checkpoint restores into."""
-        return abstract_state(self.fns, self.plan.config, self.members)
-
     def seed(self, i: int) -> int:
         return int(self.members[i]["seed"])
 

@@ -130,7 +130,7 @@ class RunPlan:
     run_dir: str
     resume: bool  # continue the run already in run_dir (its config.json and sweep.json are kept)
     sweep: SweepSpec | None = None  # None: a single run
-    members: tuple[dict[str, Any], ...] = ()  # the population: a sweep's members (member, seed, hyperparams); one
+    members: tuple[dict[str, Any], ...] = ()  # the population (`run_members`): member, seed, hyperparams
     restart: bool = False  # resume of a run stopped before its first checkpoint: start it over from env step 0
 
     @property
@@ -192,8 +192,8 @@ def _prepare_resume(overrides: dict[str, Any], sweep: SweepSpec | None, resume_d
         )
     allowed = {k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES}
     config = dataclasses.replace(saved, **{**allowed, "out": resume_dir, "resume": resume_dir})
-    _validate(config, len(run_members(saved, saved_sweep)))
     members = tuple(run_members(config, saved_sweep))
+    _validate(config, len(members))
     _check_member_devices(len(members), saved_sweep is not None)
     return RunPlan(config, resume_dir, True, saved_spec, members, restart=restart)
 
