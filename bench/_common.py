@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -181,8 +182,10 @@ def learner_and_replay(fns, seed: int = 0):
 
 
 def compile_chunk(fns, ts):
-    """The pipeline chunk exactly as run.py compiles it: AOT, training state donated."""
-    return jax.jit(fns.run_chunk, donate_argnums=0).lower(ts).compile()
+    """The pipeline chunk exactly as run.py compiles it (AOT, training state donated, the iteration count and the
+    warm-up mode traced). Called with the state alone it runs a training chunk; `(ts, n, True)` warm-up iterations."""
+    compiled = jax.jit(fns.run_chunk, donate_argnums=0).lower(ts, np.int32(0), np.bool_(False)).compile()
+    return lambda ts, n=fns.chunk_iters, warm=False: compiled(ts, np.int32(n), np.bool_(warm))
 
 
 def sim_chunk_fn(environment, num_envs: int, iters: int, episode_length: int):

@@ -74,14 +74,18 @@ class TrainFns:
         )
 
     # --- one iteration -----------------------------------------------------------------------
-    def _act_and_store(self, ts: TrainState, key: jax.Array, random_actions: bool):
+    def _act_and_store(self, ts: TrainState, key: jax.Array, random_actions):
+        """Act in every env, step them, store the transitions. `random_actions` (a bool, or traced): U[-1, 1]
+        actions instead of the policy's (the warm-up)."""
         k_act, k_reset = jax.random.split(key)
         c = self.config
         obs = ts.env.sim.obs  # [N, obs_dim]
-        if random_actions:
-            action = jax.random.uniform(k_act, (c.num_envs, self.env.action_size), minval=-1.0, maxval=1.0)
+        uniform = lambda: jax.random.uniform(k_act, (c.num_envs, self.env.action_size), minval=-1.0, maxval=1.0)  # noqa: E731
+        policy = lambda: self.learner.sample_action(ts.learner.actor_params, ts.learner, obs, k_act)[0]  # noqa: E731
+        if isinstance(random_actions, bool):
+            action = uniform() if random_actions else policy()
         else:
-            action, _ = self.learner.sample_action(ts.learner.actor_params, ts.learner, obs, k_act)
+            action = jnp.where(random_actions, uniform(), policy())
         env_state, transition, stats, valid = rollout.step_with_mask(
             self.env, ts.env, action, k_reset, c.episode_length
         )
@@ -122,40 +126,59 @@ class TrainFns:
         learner, metrics = jax.lax.scan(block, learner, blocks)
         return learner, jax.tree.map(jnp.mean, metrics)
 
-    def train_iteration(self, ts: TrainState, _=None):
-        """One iteration; returns (state, (metrics, (episode stats, non-finite checks)))."""
-        key, k_step, k_update = jax.random.split(ts.key, 3)
-        ts, stats, checks = self._act_and_store(ts.replace(key=key), k_step, random_actions=False)
-        learner, metrics = self._updates(ts.learner, ts.replay, k_update)
+    def iteration(self, ts: TrainState, warm):
+        """One iteration; returns (state, (metrics, (episode stats, non-finite checks))).
+
+        `warm` (a bool, or traced in the chunk program): a warm-up iteration, uniform random actions and no updates
+        (its metrics zeros). Both kinds split the key as they always have (a warm-up iteration two ways, a training
+        one three), so a run's random streams do not depend on which program stepped it.
+        """
+        warm = jnp.asarray(warm)
+        two, three = jax.random.split(ts.key), jax.random.split(ts.key, 3)
+        key, k_step = jnp.where(warm, two[0], three[0]), jnp.where(warm, two[1], three[1])
+        ts, stats, checks = self._act_and_store(ts.replace(key=key), k_step, warm)
+        updates = self._traced_once(self._updates)
+        shapes = jax.eval_shape(updates, ts.learner, ts.replay, three[2])[1]
+        no_updates = lambda learner, *_: (learner, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes))  # noqa: E731
+        learner, metrics = jax.lax.cond(warm, no_updates, updates, ts.learner, ts.replay, three[2])
         checks.update(_param_checks(learner))
         return ts.replace(learner=learner), (metrics, (stats, checks))
 
+    @staticmethod
+    def _traced_once(fn):
+        """`fn` as a nested jit: a branch of `lax.cond` whose outputs' shapes were asked for first (`eval_shape`)
+        reuses that trace instead of tracing `fn` again (the second run, whose compile the cache skips, is mostly
+        tracing). XLA inlines it."""
+        return jax.jit(fn)
+
+    def train_iteration(self, ts: TrainState, _=None):
+        return self.iteration(ts, False)
+
     def warmup_iteration(self, ts: TrainState, _=None):
+        """A warm-up iteration alone, with no learner in its program (the alignment test's act-step-store)."""
         key, k_step = jax.random.split(ts.key)
         ts, stats, _ = self._act_and_store(ts.replace(key=key), k_step, random_actions=True)
         return ts, stats
 
     # --- chunks (what the host calls) ---------------------------------------------------------
-    def warmup(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """`warmup_iters` iterations of uniform random actions, no updates."""
-        ts, stats = jax.lax.scan(self.warmup_iteration, ts, None, length=max(self.warmup_iters, 1))
-        return ts, _episode_metrics(stats)
-
     def run_chunk(
-        self, ts: TrainState, num_iters: jax.Array | int | None = None
+        self, ts: TrainState, num_iters: jax.Array | int | None = None, warm: jax.Array | bool = False
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        """`chunk_iters` training iterations, of which only the first `num_iters` (traced; default all) run: the
-        host ends a run within one iteration of `total_steps` without compiling a shorter chunk.
+        """`chunk_iters` iterations, of which only the first `num_iters` (traced; default all) run: the host ends a
+        run within one iteration of `total_steps` without compiling a shorter chunk. With `warm` (traced) they are
+        warm-up iterations (`iteration`): the warm-up runs in this program, so a run compiles the physics once for
+        training and warm-up alike (docs/performance.md, "Where the first compile goes").
 
         Returns means over the iterations that ran (spec §8 names), the chunk's count of diverged env steps
         (`train/diverged_envs`) and its non-finite report (`diag/nonfinite/*`, see above).
         """
         n = self.chunk_iters if num_iters is None else num_iters
-        shapes = jax.eval_shape(self.train_iteration, ts)[1]
+        iteration = self._traced_once(self.iteration)
+        shapes = jax.eval_shape(iteration, ts, warm)[1]
         skipped = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)  # no metrics, episodes or flags
 
         def body(ts: TrainState, i: jax.Array):
-            return jax.lax.cond(i < n, self.train_iteration, lambda s: (s, skipped), ts)
+            return jax.lax.cond(i < n, iteration, lambda s, _: (s, skipped), ts, warm)
 
         ts, (metrics, (stats, checks)) = jax.lax.scan(body, ts, jnp.arange(self.chunk_iters))
         ran = jnp.arange(self.chunk_iters) < n
@@ -166,12 +189,26 @@ class TrainFns:
         out.update({NONFINITE_PREFIX + name: _first_true(f) for name, f in flags.items()})
         return ts, out
 
+    def warmup_chunks(self) -> list[int]:
+        """The warm-up as chunks: the iterations of each (`warmup_iters` in all; none without a warm-up)."""
+        full, rest = divmod(self.warmup_iters, self.chunk_iters)
+        return [self.chunk_iters] * full + ([rest] if rest else [])
+
+    def warmup(self, ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`warmup_iters` iterations of uniform random actions, no updates: the chunk program in its warm mode, as
+        the host runs it. Returns the warm-up's episode counts (`train/episodes`, `train/diverged_envs`)."""
+        counts = jnp.asarray(self.warmup_chunks() or [0], jnp.int32)
+        ts, out = jax.lax.scan(lambda s, n: self.run_chunk(s, n, True), ts, counts)
+        return ts, {k: jnp.sum(out[k]) for k in ("train/episodes", "train/diverged_envs")}
+
     def train(self, key: jax.Array, num_chunks: int) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Pure whole run: init, warm-up, `num_chunks` chunks; metrics stacked per chunk. vmap over keys."""
-        ts = self.init(key)
-        if self.warmup_iters:
-            ts, _ = self.warmup(ts)
-        return jax.lax.scan(lambda s, _: self.run_chunk(s), ts, None, length=num_chunks)
+        """Pure whole run: init, warm-up, `num_chunks` chunks (one program); metrics stacked per chunk. vmap over
+        keys."""
+        warm = self.warmup_chunks()
+        iters = jnp.asarray(warm + [self.chunk_iters] * num_chunks, jnp.int32)
+        is_warm = jnp.arange(len(warm) + num_chunks) < len(warm)
+        ts, out = jax.lax.scan(lambda s, x: self.run_chunk(s, *x), self.init(key), (iters, is_warm))
+        return ts, jax.tree.map(lambda x: x[len(warm) :], out)
 
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, learner: LearnerState, key: jax.Array) -> dict[str, jax.Array]:

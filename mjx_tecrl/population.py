@@ -95,9 +95,10 @@ class Population:
         return len(self.members)
 
     # --- the lifted functions ---
-    def chunk(self, ts, num_iters=None):
-        """`num_iters` (an int32 scalar, the same for every member; default all) of the chunk's iterations run."""
-        return lift(self.fns.run_chunk, len(self), (0, None))(ts, num_iters)
+    def chunk(self, ts, num_iters=None, warm=False):
+        """`num_iters` (an int32 scalar, the same for every member; default all) of the chunk's iterations run,
+        warm-up ones where `warm` (a bool scalar, the same for every member: it stays a branch, not a select)."""
+        return lift(self.fns.run_chunk, len(self), (0, None, None))(ts, num_iters, warm)
 
     def warmup(self, ts):
         return lift(self.fns.warmup, len(self))(ts)
@@ -123,6 +124,13 @@ class Population:
         hp = self._put(stacked_hyperparams(self.plan.config, self.members))
         init = lift(self.fns._init, len(self))
         return jax.jit(init, out_shardings=self._state_shardings(jax.eval_shape(init, keys, hp)))(keys, hp)
+
+    def abstract(self):
+        """The members' state as shapes, dtypes and layout, no values (what `init` and `place` give): the programs
+        compile from it while the state is being built."""
+        shapes = abstract_state(self.fns, self.plan.config, self.members)
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes,
+                            self._state_shardings(shapes))  # fmt: skip
 
     def _state_shardings(self, ts):
         by_member, by_env = self.sharding

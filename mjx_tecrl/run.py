@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -113,6 +114,29 @@ def _print_notes(config: Config, out) -> None:
               f"(now --num-envs {n})", file=out)  # fmt: skip
 
 
+def _background(lower: Callable[[], Any]) -> Callable[[], Any]:
+    """Lower and compile a program on a daemon thread (an error or a Ctrl-C on the main thread does not wait for
+    it); returns the function that waits for the compiled program (or raises the thread's error)."""
+    box: dict[str, Any] = {}
+
+    def work():
+        try:
+            box["compiled"] = lower().compile()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="mjx_tecrl-compile", daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["compiled"]
+
+    return wait
+
+
 class _Training:
     """One training session of a plan: the state restored or initialised, the programs compiled, then chunks,
     evaluations and checkpoints until the budget, a Ctrl-C or every member gone non-finite."""
@@ -126,20 +150,22 @@ class _Training:
                                              buffer_every=config.checkpoint_buffer_every)  # fmt: skip
         if plan.resume and writer:
             self.saver.recover()  # a kill mid-save leaves a temp file, or a replay file latest.ckpt does not name
-        ts, meta, replay_steps = self._start(pop.init(), ckpt_dir)
-        # Compile once, ahead of time: compile time is reported apart, and no chunk can retrace.
+        # Compile once, ahead of time (compile time is reported apart, and no chunk can retrace), the programs at
+        # once: XLA compiles a program on one core, so the chunk (training and warm-up) and the evaluation compile
+        # on threads of their own from the state's shapes while this thread builds the state (init's program).
         t_compile = time.time()
-        self.chunk_fn = pop.jit(pop.chunk, donate=True).lower(ts, np.int32(pop.fns.chunk_iters)).compile()
-        self.eval_fn = pop.jit(pop.evaluate).lower(ts.learner, pop.eval_keys(0)).compile()
-        need_warmup = replay_steps is None and pop.fns.warmup_iters > 0
-        warmup_fn = pop.jit(pop.warmup, donate=True).lower(ts).compile() if need_warmup else None
+        state = pop.abstract()
+        chunk = _background(lambda: pop.jit(pop.chunk, donate=True).lower(state, np.int32(0), np.bool_(False)))
+        evaluation = _background(lambda: pop.jit(pop.evaluate).lower(state.learner, pop.eval_keys(0)))
+        ts, meta, replay_steps = self._start(pop.init(), ckpt_dir)
+        self.chunk_fn, self.eval_fn = chunk(), evaluation()
         self.timing = {"compile": time.time() - t_compile, "train": 0.0, "wall": 0.0, "steps": 0}
         print(f"compiled in {self.timing['compile']:.1f}s", file=out, flush=True)
         # A resume drops the rows logged after its checkpoint (a chunk the kill lost); a restart (env step 0) all.
         resume_step = int(meta["env_steps"]) if plan.resume else None
         self.logs = records.open_member_logs(pop, meta, writer, resume_step)
-        if warmup_fn is not None:
-            ts, _ = warmup_fn(ts)
+        for n in pop.fns.warmup_chunks() if replay_steps is None else ():  # the chunk program, its warm mode
+            ts, _ = self.chunk_fn(ts, np.int32(n), np.bool_(True))
         self.ts, self.t_start, self.prior_wall = ts, t_start, float(meta.get("wall_time_s", 0.0))
         self.env_steps = pop.iteration(ts.iteration) * config.num_envs
         self.loop_start_steps = self.env_steps
@@ -197,7 +223,7 @@ class _Training:
         t0, chunk_start = time.time(), self.env_steps
         # The last chunk runs only the iterations left: the run stops within one iteration of total_steps.
         chunk_iters = min(pop.fns.chunk_iters, -(-(config.total_steps - self.env_steps) // config.num_envs))
-        self.ts, metrics = self.chunk_fn(self.ts, np.int32(chunk_iters))
+        self.ts, metrics = self.chunk_fn(self.ts, np.int32(chunk_iters), np.bool_(False))
         metrics, reports = pop.split_nonfinite(pop.to_host(metrics))
         chunk_time = time.time() - t0
         self.timing["train"] += chunk_time

@@ -166,6 +166,34 @@ def test_chunk_of_fewer_iterations_runs_only_those(setup):
         np.testing.assert_allclose(metrics[name], v, rtol=1e-5, atol=1e-6)
 
 
+def test_the_warm_up_runs_in_the_chunk_program_with_its_own_random_streams(setup):
+    """The warm-up is the chunk program in its warm mode (one copy of the physics per run): bit for bit the
+    warm-up iterations on their own (a key split two ways, U[-1, 1] actions, no learner), and the training mode
+    bit for bit a training iteration written out (a key split three ways, the policy's actions, the updates)."""
+    fns = setup["fns"]
+    assert fns.warmup_chunks() == [CHUNK_ITERS] * (WARMUP_ITERS // CHUNK_ITERS)
+    ts0 = setup["init"](jax.random.PRNGKey(9))
+    alone = jax.jit(lambda s: jax.lax.scan(fns.warmup_iteration, s, None, length=WARMUP_ITERS)[0])(ts0)
+    warm, counts = setup["warmup"](ts0)
+    assert jax.tree.structure(warm) == jax.tree.structure(alone)
+    for x, y in zip(jax.tree.leaves(warm), jax.tree.leaves(alone), strict=True):
+        assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
+    assert set(counts) == {"train/episodes", "train/diverged_envs"} and float(counts["train/episodes"]) > 0
+
+    def written_out(s):
+        key, k_step, k_update = jax.random.split(s.key, 3)
+        s, _, _ = fns._act_and_store(s.replace(key=key), k_step, random_actions=False)
+        learner, _ = fns._updates(s.learner, s.replay, k_update)
+        return s.replace(learner=learner)
+
+    want = jax.jit(written_out)(warm)
+    got, _ = jax.jit(fns.run_chunk)(warm, jnp.int32(1), jnp.bool_(False))
+    assert trees_equal(got.key, want.key) and int(got.learner.step) == UPDATES_PER_ITER
+    assert_trees_close(_np(got), _np(want))
+    fresh, _ = jax.jit(fns.run_chunk)(warm, jnp.int32(1), jnp.bool_(True))  # warm mode: no update, no policy
+    assert int(fresh.learner.step) == 0 and trees_equal(fresh.learner, warm.learner)
+
+
 def test_same_seed_same_run_different_seed_different_run(setup):
     ts_a, m_a = setup["chunk"](setup["warm"](5))
     ts_b, m_b = setup["chunk"](setup["warm"](5))
