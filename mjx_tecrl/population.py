@@ -125,13 +125,6 @@ class Population:
         init = lift(self.fns._init, len(self))
         return jax.jit(init, out_shardings=self._state_shardings(jax.eval_shape(init, keys, hp)))(keys, hp)
 
-    def abstract(self):
-        """The members' state as shapes, dtypes and layout, no values (what `init` and `place` give): the programs
-        compile from it while the state is being built."""
-        shapes = abstract_state(self.fns, self.plan.config, self.members)
-        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes,
-                            self._state_shardings(shapes))  # fmt: skip
-
     def _state_shardings(self, ts):
         by_member, by_env = self.sharding
         return jax.tree.map(lambda _: by_member, ts).replace(env=jax.tree.map(lambda _: by_env, ts.env))

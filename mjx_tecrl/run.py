@@ -114,9 +114,9 @@ def _print_notes(config: Config, out) -> None:
               f"(now --num-envs {n})", file=out)  # fmt: skip
 
 
-def _background(lower: Callable[[], Any]) -> Callable[[], Any]:
-    """Lower and compile a program on a daemon thread (an error or a Ctrl-C on the main thread does not wait for
-    it); returns the function that waits for the compiled program (or raises the thread's error)."""
+def _background(lower: Callable[[], Any]) -> Callable[..., Any]:
+    """Lower and compile a program on a thread; returns the function that waits for it and gives the compiled
+    program (or raises the thread's error; `join_only=True`: waits, gives nothing, raises nothing)."""
     box: dict[str, Any] = {}
 
     def work():
@@ -125,11 +125,13 @@ def _background(lower: Callable[[], Any]) -> Callable[[], Any]:
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
             box["error"] = e
 
-    thread = threading.Thread(target=work, name="mjx_tecrl-compile", daemon=True)
+    thread = threading.Thread(target=work, name="mjx_tecrl-compile", daemon=True)  # a Ctrl-C's os._exit ends it
     thread.start()
 
-    def wait():
+    def wait(join_only: bool = False):
         thread.join()
+        if join_only:
+            return None
         if "error" in box:
             raise box["error"]
         return box["compiled"]
@@ -150,15 +152,18 @@ class _Training:
                                              buffer_every=config.checkpoint_buffer_every)  # fmt: skip
         if plan.resume and writer:
             self.saver.recover()  # a kill mid-save leaves a temp file, or a replay file latest.ckpt does not name
-        # Compile once, ahead of time (compile time is reported apart, and no chunk can retrace), the programs at
-        # once: XLA compiles a program on one core, so the chunk (training and warm-up) and the evaluation compile
-        # on threads of their own from the state's shapes while this thread builds the state (init's program).
+        # Compile once, ahead of time (compile time, init's included, is reported apart, and no chunk can retrace).
+        # The state first, so that a checkpoint that does not restore stops the run before any compile thread
+        # starts; then the evaluation compiles on a thread while this one compiles the chunk (training and warm-up).
         t_compile = time.time()
-        state = pop.abstract()
-        chunk = _background(lambda: pop.jit(pop.chunk, donate=True).lower(state, np.int32(0), np.bool_(False)))
-        evaluation = _background(lambda: pop.jit(pop.evaluate).lower(state.learner, pop.eval_keys(0)))
         ts, meta, replay_steps = self._start(pop.init(), ckpt_dir)
-        self.chunk_fn, self.eval_fn = chunk(), evaluation()
+        evaluation = _background(lambda: pop.jit(pop.evaluate).lower(ts.learner, pop.eval_keys(0)))
+        try:
+            self.chunk_fn = pop.jit(pop.chunk, donate=True).lower(ts, np.int32(0), np.bool_(False)).compile()
+        except BaseException:
+            evaluation(join_only=True)  # the interpreter aborts if it exits while XLA compiles on a thread
+            raise
+        self.eval_fn = evaluation()
         self.timing = {"compile": time.time() - t_compile, "train": 0.0, "wall": 0.0, "steps": 0}
         print(f"compiled in {self.timing['compile']:.1f}s", file=out, flush=True)
         # A resume drops the rows logged after its checkpoint (a chunk the kill lost); a restart (env step 0) all.

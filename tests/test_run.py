@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -313,6 +314,41 @@ def test_resume_from_a_checkpoint_without_buffer_completes(runs):
     assert meta["env_steps"] == total and meta["evals_done"] == 2 and meta["has_buffer"] is False
     assert not any(p.startswith(".replay") for p in payload["paths"])
     assert f"resumed {c} at env step {ONE_CHUNK}" in runs["out"]["C2"]
+
+
+PATCHED_TRAIN = """
+import sys
+from mjx_tecrl import checkpoint, population
+from mjx_tecrl.__main__ import main
+def fail(*args, **kwargs):
+    raise {error}
+{target} = fail
+sys.argv = ["train.py", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def _patched(target: str, error: str, argv: list[str], cwd: Path, env: dict[str, str]):
+    script = PATCHED_TRAIN.format(target=target, error=error)
+    return subprocess.run([sys.executable, "-c", script, *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def test_a_failure_beside_a_compile_thread_exits_with_its_own_status_not_an_abort(runs, tmp_path, xla_cache_env):
+    """The evaluation compiles on a thread beside the chunk, and the interpreter aborts (status 134) if it exits
+    while XLA compiles there. A checkpoint that does not restore stops the run before that thread starts (exit 2,
+    one line); a chunk that fails to compile waits for the thread and ends with the chunk's error (exit 1)."""
+    run = tmp_path / "A"
+    shutil.copytree(runs["A"], run)
+    argv = ["--resume", str(run), "--total-steps", str(TWO_CHUNKS + CHUNK), "--no-progress"]
+    r = _patched("checkpoint.restore_run", 'checkpoint.CheckpointError("simulated: does not restore")', argv, tmp_path,
+                 xla_cache_env)  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert r.stderr.strip().splitlines()[-1].endswith("simulated: does not restore") and "Traceback" not in r.stderr
+    argv = _argv(out=tmp_path / "new", total_steps=ONE_CHUNK)
+    r = _patched("population.Population.chunk", 'RuntimeError("simulated: no chunk")', argv, tmp_path, xla_cache_env)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "RuntimeError: simulated: no chunk" in r.stderr
 
 
 def test_resume_refuses_a_changed_non_resumable_flag(runs):
