@@ -148,7 +148,8 @@ def copy_tree(tree):
 
 
 def warm_state(fns, seed: int = 0):
-    """A training state after the random-action warm-up (the replay buffer holds data), compiled as run.py does."""
+    """A training state after the random-action warm-up (the replay buffer holds data): `fns.warmup`, the chunk in
+    its warm mode compiled as a program of its own (run.py runs it in the training chunk's program)."""
     ts = fns.init(jax.random.PRNGKey(seed))
     if fns.warmup_iters:
         warmup = jax.jit(fns.warmup, donate_argnums=0).lower(ts).compile()

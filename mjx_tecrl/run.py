@@ -155,8 +155,11 @@ class _Training:
         # Compile once, ahead of time (compile time, init's included, is reported apart, and no chunk can retrace).
         # The state first, so that a checkpoint that does not restore stops the run before any compile thread
         # starts; then the evaluation compiles on a thread while this one compiles the chunk (training and warm-up).
-        t_compile = time.time()
-        ts, meta, replay_steps = self._start(pop.init(), ckpt_dir)
+        t0 = time.time()
+        fresh = pop.init()
+        init_s = time.time() - t0
+        ts, meta, replay_steps = self._start(fresh, ckpt_dir)  # a restore reads files: not compile time
+        t0 = time.time()
         evaluation = _background(lambda: pop.jit(pop.evaluate).lower(ts.learner, pop.eval_keys(0)))
         try:
             self.chunk_fn = pop.jit(pop.chunk, donate=True).lower(ts, np.int32(0), np.bool_(False)).compile()
@@ -164,7 +167,7 @@ class _Training:
             evaluation(join_only=True)  # the interpreter aborts if it exits while XLA compiles on a thread
             raise
         self.eval_fn = evaluation()
-        self.timing = {"compile": time.time() - t_compile, "train": 0.0, "wall": 0.0, "steps": 0}
+        self.timing = {"compile": init_s + time.time() - t0, "train": 0.0, "wall": 0.0, "steps": 0}
         print(f"compiled in {self.timing['compile']:.1f}s", file=out, flush=True)
         # A resume drops the rows logged after its checkpoint (a chunk the kill lost); a restart (env step 0) all.
         resume_step = int(meta["env_steps"]) if plan.resume else None
