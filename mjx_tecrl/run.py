@@ -155,8 +155,7 @@ class _Training:
         # Compile once, ahead of time (compile time, init's included, is reported apart, and no chunk can retrace).
         # The state first, so that a checkpoint that does not restore stops the run before any compile thread
         # starts; then the evaluation compiles on a thread while this one compiles the chunk (training and warm-up).
-        t0 = time.time()
-        fresh = pop.init()
+        t0, fresh = time.time(), pop.init()
         init_s = time.time() - t0
         ts, meta, replay_steps = self._start(fresh, ckpt_dir)  # a restore reads files: not compile time
         t0 = time.time()
