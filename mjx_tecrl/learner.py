@@ -215,7 +215,7 @@ class Learner:
                 y_e = y_e + entropy_between
             y_h = None
             if horizon_next is not None:
-                y_h = losses.horizon_target(jnp.min(horizon_next, axis=0), discount)
+                y_h = losses.horizon_target(jnp.min(horizon_next, axis=0), discount, hp.gamma)
                 if ret.steps_between is not None:
                     y_h = y_h + ret.steps_between
 
@@ -291,7 +291,7 @@ class Learner:
             if horizon is None:
                 budget = losses.entropy_budget(hp.rho, action_dim, hp.gamma)
             else:  # per sample: rho H0 over the (discounted) steps still to come at (s, a)
-                budget = losses.entropy_budget_lived(hp.rho, action_dim, jnp.min(horizon, axis=0))
+                budget = losses.entropy_budget_lived(hp.rho, action_dim, jnp.min(horizon, axis=0), hp.gamma)
             temp_loss_fn = lambda la: losses.temperature_loss_trajectory(la, log_prob, q_e, budget)  # noqa: E731
         else:
             temp_loss_fn = lambda la: losses.temperature_loss_per_step(la, log_prob, h0)  # noqa: E731
@@ -325,8 +325,10 @@ class Learner:
             metrics["train/trajectory_entropy"] = jnp.mean(-log_prob + q_e)
         if self.variant.trajectory_temperature:
             metrics["train/entropy_budget"] = jnp.mean(budget)
-            if horizon is not None:
-                metrics["diag/horizon"] = jnp.mean(horizon)
+            if horizon is not None:  # the D the budget uses, and how often the head left D's range
+                d = jnp.min(horizon, axis=0)
+                metrics["diag/horizon"] = jnp.mean(losses.horizon_in_range(d, hp.gamma))
+                metrics["diag/horizon_out_of_range"] = jnp.mean(losses.horizon_in_range(d, hp.gamma) != d)
         else:
             metrics["train/target_entropy"] = h0
         return new, metrics

@@ -23,16 +23,23 @@ def entropy_budget(rho: jax.Array, action_dim: jax.Array, gamma: jax.Array) -> j
     return rho * target_entropy(action_dim) / (1.0 - gamma)
 
 
-def entropy_budget_lived(rho: jax.Array, action_dim: jax.Array, horizon: jax.Array) -> jax.Array:
+def horizon_in_range(horizon: jax.Array, gamma: jax.Array) -> jax.Array:
+    """D clipped to [0, gamma / (1 - gamma)], the range of a discounted count of steps. The head is a regression
+    output that can leave it (no LayerNorm: -83 and 2960 on Hopper at gamma 0.99, docs/decisions.md), and a D out
+    of range turns the budget positive or slack; the budget and D's own target use D only through this."""
+    return jnp.clip(horizon, 0.0, gamma / (1.0 - gamma))
+
+
+def entropy_budget_lived(rho: jax.Array, action_dim: jax.Array, horizon: jax.Array, gamma: jax.Array) -> jax.Array:
     """H_budget(s, a) = rho * H0 * (1 + D(s, a)), D = E[sum_{t>=1} gamma^t 1{alive at t}]: §3.2's budget counted
     over the steps the episode still lives (`--budget-horizon lived`, docs/decisions.md). Without termination
-    D = gamma / (1 - gamma) and this is `entropy_budget`. `horizon` is detached: no gradient reaches D."""
-    return rho * target_entropy(action_dim) * (1.0 + sg(horizon))
+    D = gamma / (1 - gamma) and this is `entropy_budget`. D is detached and in range (`horizon_in_range`)."""
+    return rho * target_entropy(action_dim) * (1.0 + sg(horizon_in_range(horizon, gamma)))
 
 
-def horizon_target(horizon_next: jax.Array, discount: jax.Array) -> jax.Array:
-    """y_D = gamma (1 - d) (1 + Dbar(s', a')): D counts the discounted steps after this one, like Q_e (A1)."""
-    return sg(discount * (1.0 + horizon_next))
+def horizon_target(horizon_next: jax.Array, discount: jax.Array, gamma: jax.Array) -> jax.Array:
+    """y_D = gamma (1 - d) (1 + Dbar(s', a')), Dbar in range: D counts the discounted steps after this one (A1)."""
+    return sg(discount * (1.0 + horizon_in_range(horizon_next, gamma)))
 
 
 def update_critic_std_running_mean(running_mean: jax.Array, batch_std: jax.Array, tau: jax.Array) -> jax.Array:

@@ -51,11 +51,25 @@ def _sample(actor_params, obs, k):
     )
 
 
-def test_lived_budget_losses_match_a_hand_computation():
+def _shift_horizon_head(params, shift):
+    """Add `shift` to D's output bias (the entropy critic's last layer: [Q_e, D])."""
+    p = jax.tree.map(lambda x: x, params)  # a copy
+    last = p["params"]["MLP_0"]["Dense_2"]
+    last["bias"] = last["bias"].at[..., 1].add(shift)
+    return p
+
+
+@pytest.mark.parametrize("online_shift, target_shift", [(0.0, 0.0), (-30.0, 30.0), (30.0, -30.0)],
+                         ids=["in range", "online below 0, target above", "online above, target below"])  # fmt: skip
+def test_lived_budget_losses_match_a_hand_computation(online_shift, target_shift):
+    """As by hand; a D out of [0, gamma / (1 - gamma)] enters the budget and D's target clipped to it (the head's
+    own regression output is what the loss fits, so it is pulled back into range)."""
     state = _state(gamma=0.9, rho=2.0, init_log_alpha=0.3)
     target = jax.tree.map(lambda x: x + 0.1 * np.random.default_rng(5).normal(size=x.shape).astype(np.float32),
                           state.entropy_critic_target_params)  # fmt: skip
-    state = state.replace(entropy_critic_target_params=target)
+    online = _shift_horizon_head(state.entropy_critic_params, online_shift)
+    state = state.replace(entropy_critic_target_params=_shift_horizon_head(target, target_shift),
+                          entropy_critic_params=online)  # fmt: skip
     batch = _batch(1, terminated=(0, 0, 1, 0, 0, 1, 0, 0))
     k = jax.random.PRNGKey(9)
     _, m = UPDATE(state, batch, k, update_actor=True)
@@ -68,15 +82,23 @@ def test_lived_budget_losses_match_a_hand_computation():
         state.entropy_critic_target_params, batch.next_obs, a2))  # fmt: skip
     q_e, d = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
         state.entropy_critic_params, batch.obs, batch.action))  # fmt: skip
-    want_loss = np.mean((q_e - disc * (-lp2 + q_e_next)) ** 2) + np.mean((d - disc * (1.0 + d_next)) ** 2)
+    bound = gamma / (1.0 - gamma)
+    want_loss = np.mean((q_e - disc * (-lp2 + q_e_next)) ** 2) + np.mean(
+        (d - disc * (1.0 + np.clip(d_next, 0, bound))) ** 2
+    )
     a_new, lp = _sample(state.actor_params, batch.obs, k_new)
     q_e_new, d_new = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
         state.entropy_critic_params, batch.obs, a_new))  # fmt: skip
-    budget = rho * -ACT_DIM * (1.0 + d_new)
+    d_in_range = np.clip(d_new, 0, bound)
+    budget = rho * -ACT_DIM * (1.0 + d_in_range)
     want_temp = 0.3 * np.mean(-lp + q_e_new - budget)
     for name, want in (("train/loss_entropy_critic", want_loss), ("train/loss_temperature", want_temp),
-                       ("train/entropy_budget", np.mean(budget)), ("diag/horizon", np.mean(d_new))):  # fmt: skip
+                       ("train/entropy_budget", np.mean(budget)), ("diag/horizon", np.mean(d_in_range)),
+                       ("diag/horizon_out_of_range", np.mean(d_in_range != d_new))):  # fmt: skip
         assert abs(float(m[name]) - want) <= 2e-4 * abs(want) + 2e-4, (name, float(m[name]), want)
+    if online_shift:  # the shifted case is out of range everywhere: the budget sits at one end of its range
+        assert float(m["diag/horizon_out_of_range"]) == 1.0
+        assert np.allclose(budget, rho * -ACT_DIM * (1.0 + (bound if online_shift > 0 else 0.0)))
 
 
 @pytest.mark.parametrize("terminated, horizon", [(0.0, 0.6 / 0.4), (1.0, 0.0)], ids=["never", "every step"])
