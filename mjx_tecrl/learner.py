@@ -327,8 +327,9 @@ class Learner:
             metrics["train/entropy_budget"] = jnp.mean(budget)
             if horizon is not None:  # the D the budget uses, and how often the head left D's range
                 d = jnp.min(horizon, axis=0)
-                metrics["diag/horizon"] = jnp.mean(losses.horizon_in_range(d, hp.gamma))
-                metrics["diag/horizon_out_of_range"] = jnp.mean(losses.horizon_in_range(d, hp.gamma) != d)
+                d_in_range = losses.horizon_in_range(d, hp.gamma)
+                metrics["diag/horizon"] = jnp.mean(d_in_range)
+                metrics["diag/horizon_out_of_range"] = jnp.mean(d_in_range != d)
         else:
             metrics["train/target_entropy"] = h0
         return new, metrics
