@@ -4,7 +4,8 @@
     python bench/reference_learning.py --tasks hopper --steps 100000 --systems dsac-e,sb3-sac --jobs 2
     python bench/reference_learning.py --tasks walker2d --steps 150000 --report-only
 
-Per task, every system learns from scratch for `--steps` env steps, `--seeds` seeds (0, 1, ...), with an
+Per task, every system learns from scratch for `--steps` env steps, `--seeds` seeds (0, 1, ..., or from
+`--first-seed`: more seeds of a setting go to a new `--runs-dir`, whose report `--merge`s the first), with an
 evaluation (10 deterministic episodes) every 5,000 env steps:
 - ours (`dsac-e`, `dsac-t`, `sac`): `python train.py --env TASK --algo A --total-steps N` with the task's defaults
   (plus `--extra` flags), all seeds in one `--seeds` program (each member computes what the single run with its
@@ -49,7 +50,8 @@ def main(argv=None):
     p.add_argument("--tasks", type=C.str_list, default="halfcheetah")
     p.add_argument("--systems", type=C.str_list, default=",".join(SYSTEMS))
     p.add_argument("--steps", type=int, default=100_000, help="env steps per run")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    p.add_argument("--seeds", type=int, default=3, help="seeds S .. S+N-1, S the --first-seed")
+    p.add_argument("--first-seed", type=int, default=0, metavar="S", help="the first seed (default 0)")
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--extra", default="", help="extra train.py flags for our systems, e.g. '--policy-delay 1'")
     p.add_argument("--runs-dir", default=os.path.join(ROOT, "runs", "reference"), help="our runs go here")
@@ -69,6 +71,8 @@ def main(argv=None):
             p.error(f"--systems: unknown {s!r}; allowed: {', '.join(SYSTEMS)}")
     if min(args.steps, args.seeds, args.eval_every, args.jobs, args.torch_threads) <= 0:
         p.error("--steps, --seeds, --eval-every, --jobs and --torch-threads must be positive integers")
+    if args.first_seed < 0:
+        p.error(f"--first-seed: {args.first_seed} is negative; allowed: an integer >= 0")
     learning_starts = min(10_000, args.steps // 2)
     if not args.out:
         tasks = "+".join(args.tasks)
@@ -82,7 +86,7 @@ def main(argv=None):
             if system in OURS:
                 every.append(_ours_job(args, task, system, learning_starts))
             else:
-                every += [_sb3_job(args, task, seed, learning_starts) for seed in range(args.seeds)]
+                every += [_sb3_job(args, task, seed, learning_starts) for seed in _seeds(args)]
     jobs = [j for j in every if j["system"] in args.systems]
     todo = [j for j in jobs if not _finished(j["dir"])]
     if todo and not args.report_only:
@@ -106,13 +110,17 @@ def _ours_job(args, task: str, system: str, learning_starts: int) -> dict:
     d = os.path.join(args.runs_dir, task, system)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--env", task, "--algo", system,
            "--total-steps", str(args.steps), "--eval-every", str(args.eval_every),
-           "--learning-starts", str(learning_starts), "--seed", "0", "--out", d, "--no-progress",
+           "--learning-starts", str(learning_starts), "--seed", str(args.first_seed), "--out", d, "--no-progress",
            *shlex.split(args.extra)]  # fmt: skip
     if args.seeds > 1:
         cmd += ["--seeds", str(args.seeds)]
     resume = [sys.executable, os.path.join(ROOT, "train.py"), "--resume", d, "--total-steps", str(args.steps),
               "--no-progress"]  # fmt: skip
     return dict(task=task, system=system, dir=d, cmd=cmd, resume=resume, log=d + ".log")
+
+
+def _seeds(args) -> range:
+    return range(args.first_seed, args.first_seed + args.seeds)
 
 
 def _sb3_job(args, task: str, seed: int, learning_starts: int) -> dict:

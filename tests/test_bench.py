@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -268,3 +269,22 @@ def test_reference_learning_merge_adds_an_earlier_reports_runs_where_this_one_ha
     assert {r["system"]: r["score"]["median"] for r in rows} == {"dsac-e": 101.0, "sac": 51.0}
     R._records_figures(str(tmp_path / "figs"), live + merged)
     assert (tmp_path / "figs" / "learning_walker2d.png").stat().st_size > 10_000
+
+
+def test_reference_learning_first_seed_runs_the_next_seeds_of_every_system(tmp_path, capsys):
+    """--first-seed 3 --seeds 2: ours runs seeds 3 and 4 as one program (train.py --seed 3 --seeds 2), SB3 one
+    process per seed, s3 and s4; a negative first seed is refused before anything is written."""
+    import reference_learning as R
+
+    args = types.SimpleNamespace(runs_dir=str(tmp_path), sb3_dir=str(tmp_path), steps=100, eval_every=50, extra="",
+                                 seeds=2, first_seed=3, torch_threads=1)  # fmt: skip
+    cmd = R._ours_job(args, "hopper", "dsac-e", 50)["cmd"]
+    assert cmd[cmd.index("--seed") + 1] == "3" and cmd[cmd.index("--seeds") + 1] == "2"
+    sb3 = [R._sb3_job(args, "hopper", seed, 50) for seed in R._seeds(args)]
+    assert [j["cmd"][j["cmd"].index("--seed") + 1] for j in sb3] == ["3", "4"]
+    assert [os.path.basename(j["dir"]) for j in sb3] == ["s3", "s4"]
+    out = tmp_path / "report.json"
+    with pytest.raises(SystemExit) as e:
+        R.main(["--first-seed", "-1", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    assert e.value.code == 2 and "--first-seed: -1" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "runs").exists()
