@@ -216,7 +216,7 @@ def _summarise(records: list[dict], eval_every: int) -> list[dict]:
         row["score"] = _stats([score(r["env_steps"], r["eval_return"]) for r in rs])
         row["env_steps"] = max(r["env_steps"][-1] for r in rs)
         row["wall_s_per_seed"] = _stats([r["wall_s"] for r in rs])
-        row["seeds_in_program"] = rs[0]["seeds_in_program"]
+        row["seeds_in_program"] = sorted({r["seeds_in_program"] for r in rs})  # more than one size: merged reports
         rows.append(row)
     return rows
 
@@ -279,10 +279,20 @@ def _table_row(r: dict) -> tuple:
             return "-"
         return f"{s['median']:.0f} ({s['min']:.0f} .. {s['max']:.0f})"
 
-    wall = r["wall_s_per_seed"]["median"]
-    return (r["task"], r["system"], len(r["seeds"]), *(cell(r[f"at_{s}"]) for s in AT_STEPS), cell(r["score"]),
-            f"{r['env_steps']:.0f}", f"{wall:.0f} s" + (f" (1/{r['seeds_in_program']} of one program)"
-                                                      if r["seeds_in_program"] > 1 else ""))  # fmt: skip
+    wall, sizes = r["wall_s_per_seed"]["median"], r["seeds_in_program"]
+    if len(sizes) > 1:
+        wall_cell = f"{wall:.0f} s (median; programs of {' and '.join(map(str, sizes))} seeds)"
+    else:
+        wall_cell = f"{wall:.0f} s" + (f" (1/{sizes[0]} of one program)" if sizes[0] > 1 else "")
+    return (
+        r["task"],
+        r["system"],
+        len(r["seeds"]),
+        *(cell(r[f"at_{s}"]) for s in AT_STEPS),
+        cell(r["score"]),
+        f"{r['env_steps']:.0f}",
+        wall_cell,
+    )
 
 
 def _figures(args, jobs: list[dict]) -> None:

@@ -267,6 +267,11 @@ def test_reference_learning_merge_adds_an_earlier_reports_runs_where_this_one_ha
     assert [(r["system"], r["seed"]) for r in merged] == [("dsac-e", 0)]  # sac 0 is this report's; hopper not asked
     rows = R._summarise(live + merged, 5000)
     assert {r["system"]: r["score"]["median"] for r in rows} == {"dsac-e": 101.0, "sac": 51.0}
+    assert R._table_row(rows[0])[-1] == "10 s"  # one seed per program
+    mixed = R._summarise(
+        [{**record("sac", 0, 1.0), "seeds_in_program": 3}, {**record("sac", 3, 1.0), "seeds_in_program": 2}], 5000
+    )
+    assert R._table_row(mixed[0])[-1] == "10 s (median; programs of 2 and 3 seeds)"  # seeds 3, 4 merged with 0-2
     R._records_figures(str(tmp_path / "figs"), live + merged)
     assert (tmp_path / "figs" / "learning_walker2d.png").stat().st_size > 10_000
 
