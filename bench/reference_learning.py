@@ -77,8 +77,6 @@ def main(argv=None):
     if not args.out:
         tasks = "+".join(args.tasks)
         args.out = os.path.join(C.RESULTS_DIR, f"reference_learning_{tasks}{'_quick' if args.quick else ''}_cpu.json")
-    report = C.Report("reference_learning", args)
-
     args.sb3_dir = args.sb3_dir or args.runs_dir
     every = []  # every system's runs: the report holds those finished, whichever systems this invocation runs
     for task in args.tasks:
@@ -87,6 +85,9 @@ def main(argv=None):
                 every.append(_ours_job(args, task, system, learning_starts))
             else:
                 every += [_sb3_job(args, task, seed, learning_starts) for seed in _seeds(args)]
+    if error := _run_of_other_seeds(args, every):
+        p.error(error)
+    report = C.Report("reference_learning", args)
     jobs = [j for j in every if j["system"] in args.systems]
     todo = [j for j in jobs if not _finished(j["dir"])]
     if todo and not args.report_only:
@@ -117,6 +118,21 @@ def _ours_job(args, task: str, system: str, learning_starts: int) -> dict:
     resume = [sys.executable, os.path.join(ROOT, "train.py"), "--resume", d, "--total-steps", str(args.steps),
               "--no-progress"]  # fmt: skip
     return dict(task=task, system=system, dir=d, cmd=cmd, resume=resume, log=d + ".log")
+
+
+def _run_of_other_seeds(args, jobs: list[dict]) -> str:
+    """The error for a run of ours in `jobs` started from another seed than `--first-seed` ('' where none): a run
+    dir is reused as it is, so its seeds would be reported as these."""
+    from mjx_tecrl import rundir
+
+    for job in jobs:
+        if job["system"] not in OURS or not os.path.isfile(os.path.join(job["dir"], rundir.CONFIG_FILE)):
+            continue
+        seed = int(rundir.read_config_dict(job["dir"]).get("seed", 0))  # a --seeds program's first
+        if seed != args.first_seed:
+            return (f"--first-seed: {args.first_seed}, but {job['dir']} holds a run from seed {seed}; allowed: "
+                    f"{seed}, or a new --runs-dir for these seeds")  # fmt: skip
+    return ""
 
 
 def _seeds(args) -> range:

@@ -293,3 +293,13 @@ def test_reference_learning_first_seed_runs_the_next_seeds_of_every_system(tmp_p
         R.main(["--first-seed", "-1", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
     assert e.value.code == 2 and "--first-seed: -1" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "runs").exists()
+    # seeds 0-2's finished run in the same --runs-dir would be reported as seeds 3-4: refused, naming the run
+    run = tmp_path / "runs" / "hopper" / "dsac-e"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"env": "hopper", "algo": "dsac-e", "seed": 0}))
+    (run / "summary.json").write_text("{}")
+    argv = ["--tasks", "hopper", "--systems", "dsac-e", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        R.main([*argv, "--first-seed", "3", "--report-only"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--first-seed: 3, but {run} holds a run from seed 0" in err and not out.exists()
