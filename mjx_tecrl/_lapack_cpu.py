@@ -84,7 +84,7 @@ def _chunked(rule):
         joined = [hlo.concatenate([p[i] for p in parts], 0) for i in range(len(flat_out))]
         return [mlir.reshape(ctx, x, a) for x, a in zip(joined, ctx.avals_out, strict=True)]
 
-    lowering.wrapped = rule  # jaxlib's own rule (the benchmark and a second install ask for it)
+    lowering.wrapped = rule  # jaxlib's own rule: a second install sees the wrapper and keeps it
     return lowering
 
 
