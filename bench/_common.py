@@ -75,6 +75,22 @@ def parse(p: argparse.ArgumentParser, quick_defaults: dict[str, Any], argv: Sequ
     return args
 
 
+def sim_parser(description: str, tasks: str, envs: str, iters: int) -> argparse.ArgumentParser:
+    """The parser of the benches that time the simulation alone: --tasks, --envs, --iters, --episode-length."""
+    p = parser(description)
+    p.add_argument("--tasks", type=str_list, default=tasks)
+    p.add_argument("--envs", type=int_list, default=envs, help="num_envs values")
+    p.add_argument("--iters", type=int, default=iters, help="iterations (steps of every env) per timed call")
+    p.add_argument("--episode-length", type=int, default=1000)
+    return p
+
+
+def check_sim_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_tasks(p, args.tasks)
+    if args.iters <= 0:
+        p.error(f"--iters {args.iters} must be a positive integer")
+
+
 def parse_task_defaults(description: str, quick_defaults: dict[str, Any], argv: Sequence[str] | None = None):
     """The parser and flags of the benches that measure tasks at their defaults (`--tasks`, `--num-envs` 0: the
     task's), parsed and checked, with the persistent compilation cache off (they time compiles)."""

@@ -1,4 +1,4 @@
-"""The GPU script (issue 18): four parts in order, each written into one JSON as it finishes.
+"""The GPU script (issue 18): five parts in order, each written into one JSON as it finishes.
 
     python bench/gpu.py                  # one GPU, about 8 minutes with compiling
     python bench/gpu.py --parts a,b      # some parts only
@@ -10,7 +10,10 @@
     4096 envs, humanoid and halfcheetah;
 (c) our sac against brax's SAC at equal settings (bench/brax_sac.py; issue 7's 1.5x);
 (d) a 16-member rho sweep on hopper for --sweep-seconds, then a robustness study of 1000 perturbed worlds of
-    (a)'s policy.
+    (a)'s policy;
+(e) MJX's line search as a scan (the GPU default) against the early-exit loop (the CPU default; bench/linesearch.py)
+    at 4096 envs, halfcheetah and humanoid: whether the GPU should switch too. Runs if the budget is left;
+    `--parts e` runs it alone.
 
 Every command runs as a subprocess with a deadline (its part's, within --budget-s in all); a command that runs
 out is stopped and recorded as such, and the JSON keeps what finished before it. The train runs end by SIGINT:
@@ -36,9 +39,9 @@ from mjx_tecrl.logging import write_json
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-PARTS = ("a", "b", "c", "d")
+PARTS = ("a", "b", "c", "d", "e")
 # seconds each part may take at most (within --budget-s); the train parts are stopped by SIGINT before that
-PART_LIMIT_S = {"a": 330, "b": 150, "c": 120, "d": 150}
+PART_LIMIT_S = {"a": 330, "b": 150, "c": 120, "d": 150, "e": 150}
 RHOS = ",".join(str(r) for r in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0))
 GRID = ",".join(f"{0.5 + 0.1 * i:.1f}" for i in range(10))  # 10 scales per axis, 3 axes: 1000 worlds
 
@@ -49,6 +52,7 @@ FULL = {
                  "--repeats", "3", "--batch-size", "8192", "--updates-per-iter", "8"],
     "brax": ["--tasks", "humanoid", "--envs", "1024,4096", "--repeats", "3", "--variants", "sac"],
     "sweep": ["--env", "hopper", "--num-envs", "256", "--total-steps", "1000000000", "--sweep", f"rho={RHOS}"],
+    "linesearch": ["--tasks", "halfcheetah,humanoid", "--envs", "4096", "--iters", "20", "--repeats", "3"],
     "episodes": "1",
 }  # fmt: skip
 QUICK = {
@@ -61,6 +65,7 @@ QUICK = {
     "sweep": ["--env", "inverted_pendulum", "--num-envs", "8", "--hidden-sizes", "16,16", "--learning-starts", "64",
               "--total-steps", "1000000", "--eval-every", "400", "--num-eval-envs", "2", "--episode-length", "50",
               "--sweep", "rho=0.5,1.0"],
+    "linesearch": ["--quick"],
     "episodes": "1",
 }  # fmt: skip
 NO_BIG_CHECKPOINTS = ["--no-checkpoint-buffer", "--checkpoint-every", "0", "--no-progress"]
@@ -164,9 +169,13 @@ def part_d(args, sizes, work, limit):
     return {"sweep": sweep, "robustness": robust}
 
 
+def part_e(args, sizes, work, limit):
+    return {"linesearch": _script("linesearch.py", sizes["linesearch"], os.path.join(work, "linesearch.json"), limit)}
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--parts", type=C.str_list, default="a,b,c,d", help="which of a, b, c, d, in that order")
+    p.add_argument("--parts", type=C.str_list, default="a,b,c,d,e", help="which of a, b, c, d, e, in that order")
     p.add_argument("--budget-s", type=float, default=480.0, help="seconds for all parts; later parts are skipped")
     p.add_argument("--train-seconds", type=float, default=180.0, help="(a): training time after compiling")
     p.add_argument("--sweep-seconds", type=float, default=60.0, help="(d): the sweep's training time")
@@ -190,7 +199,7 @@ def main(argv=None) -> int:
             report["parts"][part] = {"skipped": f"the {args.budget_s:g} s budget was spent"}
         else:
             t0 = time.time()
-            fn = {"a": part_a, "b": part_b, "c": part_c, "d": part_d}[part]
+            fn = {"a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e}[part]
             report["parts"][part] = {**fn(args, sizes, work, min(left, PART_LIMIT_S[part])), "wall_s": time.time() - t0}
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         write_json(out, report)  # after every part: a run cut short keeps what finished

@@ -17,15 +17,9 @@ import jax
 
 
 def main(argv=None):
-    p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--tasks", type=C.str_list, default="inverted_pendulum,hopper,ant,humanoid")
-    p.add_argument("--envs", type=C.int_list, default="16,64,256,1024,4096", help="num_envs values")
-    p.add_argument("--iters", type=int, default=100, help="iterations (steps of every env) per timed call")
-    p.add_argument("--episode-length", type=int, default=1000)
+    p = C.sim_parser(__doc__.splitlines()[0], "inverted_pendulum,hopper,ant,humanoid", "16,64,256,1024,4096", 100)
     args = C.parse(p, {"tasks": ["inverted_pendulum"], "envs": [16, 64], "iters": 20, "repeats": 3}, argv)
-    C.check_tasks(p, args.tasks)
-    if args.iters <= 0:
-        p.error(f"--iters {args.iters} must be a positive integer")
+    C.check_sim_args(p, args)
     report = C.Report("sim", args)
 
     for task in args.tasks:

@@ -92,6 +92,58 @@ def c_contact_frames():
         table[key] = previous
 
 
+# MJX's Newton line search runs as a scan of `ls_iterations` steps (50 in the v5 model files) that a `lax.cond`
+# turns into no-ops once converged (mjx/_src/solver.py, `_while_loop_scan`: a scan so that it differentiates in
+# reverse). Under vmap that cond becomes a select, so every env pays all 50 steps, where the line search converges
+# in a few. While tracing a Gymnasium task the loop is a `while_loop` with the same cap instead: it stops once every
+# env of the batch has converged, with the same numbers (docs/performance.md, "The line search"). No physics
+# here is differentiated. On by default where measured (CPUs); None: on when the default backend is a CPU.
+EARLY_EXIT_LINESEARCH: bool | None = None
+
+
+def early_exit_linesearch_on() -> bool:
+    """Whether tracing uses the early-exit line search (EARLY_EXIT_LINESEARCH; None: on CPUs)."""
+    if EARLY_EXIT_LINESEARCH is None:
+        return jax.default_backend() == "cpu"
+    return EARLY_EXIT_LINESEARCH
+
+
+def _capped_while_loop(cond_fun, body_fun, init_val, max_iter):
+    """`_while_loop_scan`'s contract, as a while_loop: body while cond holds, at most `max_iter` times."""
+
+    def cond(carry):
+        i, val = carry
+        return (i < max_iter) & cond_fun(val)
+
+    def body(carry):
+        i, val = carry
+        return i + 1, body_fun(val)
+
+    return jax.lax.while_loop(cond, body, (jnp.int32(0), init_val))[1]
+
+
+@contextlib.contextmanager
+def early_exit_linesearch():
+    """While tracing, MJX's line search exits once the batch has converged (see EARLY_EXIT_LINESEARCH)."""
+    from mujoco.mjx._src import solver
+
+    previous = solver._while_loop_scan
+    if early_exit_linesearch_on():
+        solver._while_loop_scan = _capped_while_loop
+    try:
+        yield
+    finally:
+        solver._while_loop_scan = previous
+
+
+@contextlib.contextmanager
+def gymnasium_physics():
+    """The changes to MJX that a Gymnasium task traces its physics under: C's contact frames, the early-exit line
+    search."""
+    with c_contact_frames(), early_exit_linesearch():
+        yield
+
+
 @contextlib.contextmanager
 def _mujoco_warnings_to(sink: list[str]):
     """Route MuJoCo's C warnings to `sink` while loading: by default MuJoCo prints them and appends them to
@@ -162,7 +214,7 @@ class GymnasiumTask:
         mjx = mjx_module()
         data = mjx.make_data(self.sys)
         data = data.replace(qpos=jnp.asarray(qpos, data.qpos.dtype), qvel=jnp.asarray(qvel, data.qvel.dtype))
-        with c_contact_frames():
+        with gymnasium_physics():
             data = mjx.forward(self.sys, data)
         zero = jnp.zeros((), jnp.float32)
         return State(
@@ -178,7 +230,7 @@ class GymnasiumTask:
         mjx, sys = mjx_module(), self.sys
         before = state.pipeline_state
         data = before.replace(ctrl=jnp.asarray(ctrl, before.ctrl.dtype))
-        with c_contact_frames():  # the loop body is traced here, once
+        with gymnasium_physics():  # the loop body is traced here, once
             data = jax.lax.fori_loop(0, self.frame_skip, lambda _, d: mjx.step(sys, d), data)
         if self.post_constraint:
             data = mjx.rne_postconstraint(sys, data)

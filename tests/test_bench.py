@@ -69,7 +69,8 @@ def test_quick_defaults_yield_to_given_flags():
     [("sim", ["--envs", "0"], "--envs"), ("sim", ["--envs", "16,x"], "--envs"),
      ("sim", ["--repeats", "0"], "--repeats"), ("sim", ["--tasks", "nope"], "'nope'"),
      ("gpu", ["--parts", "a,x"], "--parts x"), ("gpu", ["--budget-s", "0"], "--budget-s"),
-     ("gpu", ["--train-seconds", "-1"], "--train-seconds")],
+     ("gpu", ["--train-seconds", "-1"], "--train-seconds"), ("linesearch", ["--iters", "0"], "--iters"),
+     ("linesearch", ["--tasks", "nope"], "'nope'")],
 )  # fmt: skip
 def test_bad_flags_exit_2_naming_the_flag(script, argv, names, capsys):
     """bench/sim.py and bench/gpu.py (issue 18): a bad flag is exit 2 and names itself on the last line."""
@@ -178,6 +179,17 @@ def test_update_breakdown_cases_leave_out_only_what_they_name(tiny_config, fast_
     assert same(after["full"], after["no_metrics"])  # dropping the metrics changes nothing that learns
     assert same(after["critic_only"], learner)  # the actor never stepped
     assert not same(after["full"], learner) and not same(after["gelu_tanh"], after["full"])
+
+
+def test_linesearch_quick_times_both_loops_and_finds_the_same_numbers(tmp_path):
+    """bench/linesearch.py at toy sizes: a row with both variants' env steps/s and no difference in their outputs."""
+    import linesearch
+
+    out = tmp_path / "linesearch.json"
+    linesearch.main(["--quick", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["env_steps_per_s"]) == {"scan", "early_exit"} and min(row["env_steps_per_s"].values()) > 0
+    assert row["max_abs_difference"] == 0.0 and row["speedup"] > 0
 
 
 # --- bench/gpu.py (issue 18): its flags above, the whole script at toy sizes under -m slow -----------------
