@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import threading
 from typing import Any, ClassVar
 
 import jax
@@ -71,25 +72,7 @@ def _plane_capsule_axis_frame(original):
         return dist, pos, jnp.stack([n, b, jnp.cross(n, b)], axis=1)
 
     collide.ncon = original.ncon
-    collide.axis_frame = True
     return collide
-
-
-@contextlib.contextmanager
-def c_contact_frames():
-    """While tracing a Gymnasium task, MJX's plane-capsule collider uses MuJoCo C's contact frame (see above).
-    Scoped to the trace, so brax's MJX tasks in the same process keep MJX's own collider."""
-    from mujoco.mjx._src import collision_driver
-    from mujoco.mjx._src.types import GeomType
-
-    table, key = collision_driver._COLLISION_FUNC, (GeomType.PLANE, GeomType.CAPSULE)
-    previous = table[key]
-    if not getattr(previous, "axis_frame", False):
-        table[key] = _plane_capsule_axis_frame(previous)
-    try:
-        yield
-    finally:
-        table[key] = previous
 
 
 # MJX's Newton line search runs as a scan of `ls_iterations` steps (50 in the v5 model files) that a `lax.cond`
@@ -122,26 +105,59 @@ def _capped_while_loop(cond_fun, body_fun, init_val, max_iter):
     return jax.lax.while_loop(cond, body, (jnp.int32(0), init_val))[1]
 
 
-@contextlib.contextmanager
-def early_exit_linesearch():
-    """While tracing, MJX's line search exits once the batch has converged (see EARLY_EXIT_LINESEARCH)."""
-    from mujoco.mjx._src import solver
+# How deep this thread is in tracing a Gymnasium task's physics. The changes to MJX above are installed once, as
+# dispatchers in MJX's tables that act only on a thread inside `gymnasium_physics`: run.py traces the training chunk
+# and the evaluation on two threads at once, and a module attribute swapped for the length of one trace would leak
+# into the other (one program traced half with MJX's contact frame, and the swap left in place after both).
+_tracing = threading.local()
+_install_lock = threading.Lock()
 
-    previous = solver._while_loop_scan
-    if early_exit_linesearch_on():
-        solver._while_loop_scan = _capped_while_loop
-    try:
-        yield
-    finally:
-        solver._while_loop_scan = previous
+
+def tracing_gymnasium_physics() -> bool:
+    """True on a thread that is tracing a Gymnasium task's physics."""
+    return getattr(_tracing, "depth", 0) > 0
+
+
+def _install_dispatchers() -> None:
+    """Put the two dispatchers into MJX, once per process: C's contact frame for plane-capsule pairs and the
+    early-exit line search, each only while this thread traces a Gymnasium task; MJX's own otherwise."""
+    from mujoco.mjx._src import collision_driver, solver
+    from mujoco.mjx._src.types import GeomType
+
+    with _install_lock:
+        table, key = collision_driver._COLLISION_FUNC, (GeomType.PLANE, GeomType.CAPSULE)
+        mjx_collide = table[key]
+        if not getattr(mjx_collide, "gymnasium_dispatch", False):
+            c_collide = _plane_capsule_axis_frame(mjx_collide)
+
+            def collide(m, d, key, geom):
+                return (c_collide if tracing_gymnasium_physics() else mjx_collide)(m, d, key, geom)
+
+            collide.ncon = mjx_collide.ncon
+            collide.gymnasium_dispatch = True
+            table[key] = collide
+
+        mjx_loop = solver._while_loop_scan
+        if not getattr(mjx_loop, "gymnasium_dispatch", False):
+
+            def loop(cond_fun, body_fun, init_val, max_iter):
+                early = tracing_gymnasium_physics() and early_exit_linesearch_on()
+                return (_capped_while_loop if early else mjx_loop)(cond_fun, body_fun, init_val, max_iter)
+
+            loop.gymnasium_dispatch = True
+            solver._while_loop_scan = loop
 
 
 @contextlib.contextmanager
 def gymnasium_physics():
-    """The changes to MJX that a Gymnasium task traces its physics under: C's contact frames, the early-exit line
-    search."""
-    with c_contact_frames(), early_exit_linesearch():
+    """Trace MJX as a Gymnasium task does, on this thread only: MuJoCo C's contact frames (above) and the early-exit
+    line search. brax's MJX tasks, and other threads, keep MJX's own."""
+    _install_dispatchers()
+    _tracing.depth = getattr(_tracing, "depth", 0) + 1
+    try:
         yield
+    finally:
+        _tracing.depth -= 1
 
 
 @contextlib.contextmanager

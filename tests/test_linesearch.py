@@ -1,7 +1,9 @@
 """The early-exit line search (envs/gym_base.py): MJX's scan-with-cond loop replaced while tracing a Gymnasium task by
-a while_loop with the same cap. Same contract, same numbers on a contact task, scoped to the trace."""
+a while_loop with the same cap. Same contract, same numbers on a contact task, scoped to the tracing thread."""
 
 from __future__ import annotations
+
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +65,35 @@ def test_the_switch_replaces_the_line_search_scan_and_only_while_tracing(monkeyp
     assert ls_iterations == 50  # the v5 file's; the scan it replaces runs this many steps
     assert _scans_of_length(_traced_step(env, False, monkeypatch), ls_iterations) > 0
     assert _scans_of_length(_traced_step(env, True, monkeypatch), ls_iterations) == 0
-    assert solver._while_loop_scan.__module__ == solver.__name__  # MJX's own again after tracing
+    assert not gym_base.tracing_gymnasium_physics()  # MJX's own again after tracing
+
+
+def _toy_loop_jaxpr():
+    return jax.make_jaxpr(lambda x: solver._while_loop_scan(lambda v: v < 3, lambda v: v + 1, x, 5))(0).jaxpr
+
+
+def test_another_thread_keeps_mjx_own_loop_while_one_traces_a_task(monkeypatch):
+    """run.py traces the training chunk and the evaluation on two threads at once: a thread inside a Gymnasium
+    trace changes nothing for the other (a module attribute swapped for the trace would leak into it)."""
+    monkeypatch.setattr(gym_base, "EARLY_EXIT_LINESEARCH", True)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with gym_base.gymnasium_physics():
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(30)
+        assert not gym_base.tracing_gymnasium_physics()
+        assert _scans_of_length(_toy_loop_jaxpr(), 5) == 1  # this thread: MJX's scan
+    finally:
+        release.set()
+        holder.join()
+    with gym_base.gymnasium_physics():
+        assert _scans_of_length(_toy_loop_jaxpr(), 5) == 0  # inside: the early exit
 
 
 def test_on_by_default_on_cpus_only(monkeypatch):
