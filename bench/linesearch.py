@@ -77,6 +77,7 @@ def main(argv=None):
                 speedup=rate["early_exit"] / rate["scan"],
                 max_abs_difference=difference[n],
             )
+        report.write()  # after every task: a run stopped at a deadline keeps the tasks it finished
     rows = [
         (
             r["task"],
@@ -89,7 +90,6 @@ def main(argv=None):
         for r in report.rows
     ]
     print(C.table(["task", "num_envs", "scan steps/s", "early exit steps/s", "speedup", "max |difference|"], rows))
-    report.write()
 
 
 if __name__ == "__main__":
