@@ -85,6 +85,17 @@ def sim_parser(description: str, tasks: str, envs: str, iters: int) -> argparse.
     return p
 
 
+def largest_difference(a, b) -> float:
+    """The largest absolute difference between two pytrees' leaves (0: the same numbers); a NaN against a number
+    counts 1 per such element, so NaNs are not hidden."""
+    worst = 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.size:
+            worst = max(worst, float(np.nanmax(np.abs(x - y), initial=0.0)), float(np.sum(np.isnan(x) != np.isnan(y))))
+    return worst
+
+
 def check_sim_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     check_tasks(p, args.tasks)
     if args.iters <= 0:

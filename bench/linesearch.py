@@ -15,7 +15,6 @@ import time
 
 import _common as C
 import jax
-import numpy as np
 from mjx_tecrl.envs import gym_base
 
 VARIANTS = {"scan": False, "early_exit": True}  # EARLY_EXIT_LINESEARCH while tracing
@@ -31,16 +30,6 @@ def compile_variant(environment, n: int, iters: int, episode_length: int, early_
         return fn.lower(state, jax.random.PRNGKey(0)).compile()
     finally:
         gym_base.EARLY_EXIT_LINESEARCH = previous
-
-
-def max_difference(a, b) -> float:
-    """The largest absolute difference of two output pytrees (integers and floats)."""
-    worst = 0.0
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        if x.size:
-            worst = max(worst, float(np.nanmax(np.abs(x - y))), float(np.sum(np.isnan(x) != np.isnan(y))))
-    return worst
 
 
 def main(argv=None):
@@ -60,7 +49,7 @@ def main(argv=None):
                 compile_s[name, n] = time.perf_counter() - t0
                 print(f"{task} {n} envs, {name}: compiled in {compile_s[name, n]:.0f} s", flush=True)
             outs = [compiled[name](C.sim_reset(environment, n), jax.random.PRNGKey(1)) for name in VARIANTS]
-            difference[n] = max_difference(*outs)
+            difference[n] = C.largest_difference(*outs)
             for name in VARIANTS:
                 cases[name, n] = C.Case(compiled[name], C.sim_reset(environment, n), C.key_seq(n))
         times = C.alternate(cases, args.repeats)

@@ -17,19 +17,12 @@ import time
 
 import _common as C
 import jax
-import numpy as np
 
 
 def _compile(fn, state):
     t0 = time.perf_counter()
     compiled = jax.jit(fn, donate_argnums=0).lower(state).compile()
     return compiled, time.perf_counter() - t0
-
-
-def _largest_difference(a, b) -> float:
-    diffs = [np.nanmax(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)), initial=0.0)
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]  # fmt: skip
-    return float(max(diffs))
 
 
 def measure(task: str, repeats: int, num_envs: int | None, p) -> dict:
@@ -54,7 +47,7 @@ def measure(task: str, repeats: int, num_envs: int | None, p) -> dict:
         row[f"{name}_chunk_s"] = times[name]
         if name != "plain":
             member = jax.tree.map(lambda x: x[0], case.state)
-            row[f"{name}_largest_state_difference"] = _largest_difference(cases["plain"].state, member)
+            row[f"{name}_largest_state_difference"] = C.largest_difference(cases["plain"].state, member)
     return row
 
 
