@@ -38,7 +38,7 @@ def evaluate_episodes(env, policy, sim, episode_length: int):
 
     def body(carry):
         sim, ret, length, alive, lost = carry
-        nxt = jax.vmap(env.step)(sim, policy(sim.obs, jnp.max(length)))
+        nxt = rollout.vmap_envs(env.step, sim, policy(sim.obs, jnp.max(length)))
         bad = rollout.diverged(nxt)
         ret = ret + jnp.where(alive & ~bad, nxt.reward, 0.0)
         length = length + alive.astype(jnp.int32)

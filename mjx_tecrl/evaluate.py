@@ -63,13 +63,14 @@ def mjx_program(run, episodes: int, stochastic: bool = False):
     from `fold_in(key, 1)`."""
     import jax
 
+    from mjx_tecrl import rollout
     from mjx_tecrl.episodes import evaluate_episodes
 
     env = getattr(run.fns.env, "nominal", run.fns.env)  # trained with domain randomisation: the task itself
     learner_fns = run.fns.learner
 
     def one(learner, key):
-        sim = jax.vmap(env.reset)(jax.random.split(key, episodes))
+        sim = rollout.vmap_envs(env.reset, jax.random.split(key, episodes))
         if stochastic:
             act_key = jax.random.fold_in(key, 1)
 

@@ -218,7 +218,7 @@ class TrainFns:
         """
         c = self.config
         env = getattr(self.env, "nominal", self.env)
-        sim = jax.vmap(env.reset)(jax.random.split(key, c.num_eval_envs))
+        sim = rollout.vmap_envs(env.reset, jax.random.split(key, c.num_eval_envs))
         ret, length, _, lost = episodes.evaluate_episodes(
             env, lambda obs, _: self.learner.deterministic_action(learner, obs), sim, c.episode_length
         )

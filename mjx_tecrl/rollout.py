@@ -17,6 +17,37 @@ from mjx_tecrl.types import Transition
 
 DIVERGENCE_LIMIT = 1e6  # |qpos| or |qvel| above this (or NaN / inf anywhere) counts as diverged physics
 
+# Envs stepped per vectorised group: a batch of N steps as `lax.map` over groups of ENV_GROUP vmapped envs, where
+# one vmap over all N would process each op on every env before the next op (N envs' arrays fall out of a CPU's
+# caches, and every solver loop runs until the slowest of N has converged). None: GROUP_ON_CPU envs on a CPU,
+# one group elsewhere; 0: one group. Read while tracing. docs/performance.md, section 1, "Env groups".
+ENV_GROUP: int | None = None
+GROUP_ON_CPU = 16
+
+
+def env_group(num_envs: int) -> int:
+    """The group size a batch of `num_envs` envs is stepped in while tracing now: the largest divisor of
+    num_envs up to ENV_GROUP, or num_envs itself (one group) where that divisor is below half of ENV_GROUP."""
+    group = ENV_GROUP
+    if group is None:
+        group = GROUP_ON_CPU if jax.default_backend() == "cpu" else 0
+    if not 0 < group < num_envs:
+        return num_envs
+    divisor = max(g for g in range(1, group + 1) if num_envs % g == 0)
+    return divisor if 2 * divisor >= group else num_envs
+
+
+def vmap_envs(fn, *batched: Any) -> Any:
+    """`jax.vmap(fn)(*batched)` (every leaf [N, ...]), as a `lax.map` over N / G groups of G = `env_group(N)`
+    vmapped envs: the same values up to float rounding."""
+    n = jax.tree.leaves(batched)[0].shape[0]
+    group = env_group(n)
+    if group == n:
+        return jax.vmap(fn)(*batched)
+    split = jax.tree.map(lambda x: x.reshape((n // group, group) + x.shape[1:]), batched)
+    out = jax.lax.map(lambda args: jax.vmap(fn)(*args), split)
+    return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), out)
+
 
 @struct.dataclass
 class EnvState:
@@ -43,7 +74,7 @@ class EpisodeStats:
 
 
 def reset(env, key: jax.Array, num_envs: int) -> EnvState:
-    sim = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+    sim = vmap_envs(env.reset, jax.random.split(key, num_envs))
     return EnvState(
         sim=sim,
         episode_step=jnp.zeros((num_envs,), jnp.int32),
@@ -97,7 +128,7 @@ def step_with_mask(
     time limit and stays bootstrapped. A step that is both counts as terminated.
     """
     obs = state.sim.obs
-    nxt = jax.vmap(env.step)(state.sim, action)
+    nxt = vmap_envs(env.step, state.sim, action)
     bad = diverged(nxt)
     episode_step = state.episode_step + 1
     terminated = nxt.done > 0.5  # [N]
@@ -123,7 +154,7 @@ def step_with_mask(
     )
 
     def do_reset(sim):
-        fresh = jax.vmap(env.reset)(jax.random.split(key, action.shape[0]))
+        fresh = vmap_envs(env.reset, jax.random.split(key, action.shape[0]))
         return jax.tree.map(lambda f, s: jnp.where(_bcast(done, s), f, s), fresh, sim)
 
     # A batch-level cond: most iterations finish no episode and skip the reset entirely.

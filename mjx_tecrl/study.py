@@ -98,10 +98,11 @@ def make_program(penv: Any, deterministic_action: Any, episode_length: int):
     """jit(f(learner, keys [B, 2], perturbation [B]) -> (return [B], length [B], fell [B]))."""
     import jax
 
+    from mjx_tecrl import rollout
     from mjx_tecrl.episodes import evaluate_episodes
 
     def program(learner, keys, perturbation):
-        sim = jax.vmap(penv.reset_with)(keys, perturbation)
+        sim = rollout.vmap_envs(penv.reset_with, keys, perturbation)
         ret, length, fell, _ = evaluate_episodes(
             penv, lambda obs, _: deterministic_action(learner, obs), sim, episode_length
         )
