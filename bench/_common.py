@@ -234,6 +234,56 @@ def sim_chunk_fn(environment, num_envs: int, iters: int, episode_length: int):
     return jax.jit(chunk, donate_argnums=0)
 
 
+@contextlib.contextmanager
+def attribute(owner: Any, name: str, value: Any):
+    """`owner.name = value` for the length of the block (a module's switch, read while tracing)."""
+    previous = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, previous)
+
+
+def compare_sim_variants(args, report: Report, variants: dict[str, Callable[[], Any]], baseline: str) -> None:
+    """The simulation alone (`sim_chunk_fn`) under each variant (name -> a context manager that sets the switch
+    it traces with), for each of args.tasks and args.envs: all of a size compiled in one process and run from the
+    same state with the same key (each one's largest difference from `baseline`'s outputs: 0 if the numbers are
+    the same), then timed round-robin. One row per task and size; the JSON is written after every task, so a run
+    stopped at a deadline keeps the tasks it finished."""
+    for task in args.tasks:
+        environment = env(task)
+        cases, compile_s, difference = {}, {}, {}
+        for n in args.envs:
+            compiled = {}
+            for name, switch in variants.items():
+                t0 = time.perf_counter()
+                with switch():
+                    fn = sim_chunk_fn(environment, n, args.iters, args.episode_length)
+                    compiled[name] = fn.lower(sim_reset(environment, n), jax.random.PRNGKey(0)).compile()
+                compile_s[name, n] = time.perf_counter() - t0
+                print(f"{task} {n} envs, {name}: compiled in {compile_s[name, n]:.0f} s", flush=True)
+            outs = {name: fn(sim_reset(environment, n), jax.random.PRNGKey(1)) for name, fn in compiled.items()}
+            difference[n] = {name: largest_difference(out, outs[baseline]) for name, out in outs.items()}
+            for name in variants:
+                cases[name, n] = Case(compiled[name], sim_reset(environment, n), key_seq(n))
+        times = alternate(cases, args.repeats)
+        del cases
+        for n in args.envs:
+            rate = {name: n * args.iters / median(times[name, n]) for name in variants}
+            report.add(
+                task=task,
+                num_envs=n,
+                iters=args.iters,
+                env_steps_per_s=rate,
+                times_s={name: times[name, n] for name in variants},
+                compile_s={name: compile_s[name, n] for name in variants},
+                speedup={name: rate[name] / rate[baseline] for name in variants},
+                max_abs_difference=difference[n],
+            )
+        report.write()
+
+
 def sim_reset(environment, num_envs: int, seed: int = 0):
     from mjx_tecrl import rollout
 

@@ -70,7 +70,7 @@ def test_quick_defaults_yield_to_given_flags():
      ("sim", ["--repeats", "0"], "--repeats"), ("sim", ["--tasks", "nope"], "'nope'"),
      ("gpu", ["--parts", "a,x"], "--parts x"), ("gpu", ["--budget-s", "0"], "--budget-s"),
      ("gpu", ["--train-seconds", "-1"], "--train-seconds"), ("linesearch", ["--iters", "0"], "--iters"),
-     ("linesearch", ["--tasks", "nope"], "'nope'")],
+     ("linesearch", ["--tasks", "nope"], "'nope'"), ("env_groups", ["--groups", "0"], "--groups")],
 )  # fmt: skip
 def test_bad_flags_exit_2_naming_the_flag(script, argv, names, capsys):
     """bench/sim.py and bench/gpu.py (issue 18): a bad flag is exit 2 and names itself on the last line."""
@@ -162,6 +162,17 @@ def test_brax_adapter_runs_under_brax_training_and_eval_wrappers(fast_compile, m
     assert state.info["eval_metrics"].episode_metrics["reward"].tolist() == [6.0, 6.0]  # 1 + 2 + 3
 
 
+def test_time_to_return_cases_take_an_eval_interval_of_their_own():
+    import argparse
+
+    import time_to_return
+
+    assert time_to_return.case_list("tuned:32,parallel:256:40960") == [("tuned", 32, None), ("parallel", 256, 40960)]
+    for bad in ("parallel:256:0", "parallel:256:1:2", "fast:32", "tuned"):
+        with pytest.raises(argparse.ArgumentTypeError, match="PRESET:NUM_ENVS"):
+            time_to_return.case_list(bad)
+
+
 def test_update_breakdown_cases_leave_out_only_what_they_name(tiny_config, fast_compile):
     import update_breakdown as ub
 
@@ -189,7 +200,18 @@ def test_linesearch_quick_times_both_loops_and_finds_the_same_numbers(tmp_path):
     linesearch.main(["--quick", "--out", str(out)])
     (row,) = json.loads(out.read_text())["rows"]
     assert set(row["env_steps_per_s"]) == {"scan", "early_exit"} and min(row["env_steps_per_s"].values()) > 0
-    assert row["max_abs_difference"] == 0.0 and row["speedup"] > 0
+    assert row["max_abs_difference"] == {"scan": 0.0, "early_exit": 0.0} and row["speedup"]["early_exit"] > 0
+
+
+def test_env_groups_quick_times_one_batch_against_groups(tmp_path):
+    """bench/env_groups.py at toy sizes: one batch against groups of 4, both timed, their outputs close."""
+    import env_groups
+
+    out = tmp_path / "env_groups.json"
+    env_groups.main(["--quick", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["env_steps_per_s"]) == {"one_batch", "groups_of_4"} and min(row["env_steps_per_s"].values()) > 0
+    assert row["max_abs_difference"]["one_batch"] == 0.0 and row["max_abs_difference"]["groups_of_4"] < 1e-4
 
 
 # --- bench/gpu.py (issue 18): its flags above, the whole script at toy sizes under -m slow -----------------
