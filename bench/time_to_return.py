@@ -14,8 +14,9 @@ compile events, the same clock for both), the difference, and env steps to the t
     python bench/time_to_return.py --targets hopper:1000 --seeds 0,1,2 --time-cap 1200
     python bench/time_to_return.py --systems dsac-e --cases tuned:32,parallel:256 --targets hopper:1000
 
-`--cases PRESET:NUM_ENVS,...` runs each system once per case (the serial `tuned` preset against the `parallel` one,
-at several env counts), alternating per seed like the systems.
+`--cases PRESET:NUM_ENVS[:EVAL_EVERY],...` runs each system once per case (the serial `tuned` preset against the
+`parallel` one, at several env counts), alternating per seed like the systems; a case's EVAL_EVERY (env steps)
+replaces --eval-every's, so that a case that runs 10x the env steps per second evaluates as often in wall time.
 """
 
 from __future__ import annotations
@@ -49,17 +50,19 @@ def target_list(text: str) -> list[tuple[str, float]]:
     return out
 
 
-def case_list(text: str) -> list[tuple[str, int]]:
+def case_list(text: str) -> list[tuple[str, int, int | None]]:
+    """PRESET:NUM_ENVS[:EVAL_EVERY] items: (preset, num_envs, eval_every or None for --eval-every)."""
     import argparse
 
     from mjx_tecrl.envs.registry import PRESETS
 
     out = []
     for item in C.str_list(text):
-        preset, _, n = item.partition(":")
-        if preset not in PRESETS or not n.isdigit() or int(n) <= 0:
-            raise argparse.ArgumentTypeError(f"{item!r} is not PRESET:NUM_ENVS with PRESET in {', '.join(PRESETS)}")
-        out.append((preset, int(n)))
+        preset, *numbers = item.split(":")
+        if preset not in PRESETS or len(numbers) not in (1, 2) or not all(n.isdigit() and int(n) > 0 for n in numbers):
+            allowed = f"PRESET:NUM_ENVS[:EVAL_EVERY] with PRESET in {', '.join(PRESETS)}, positive integers"
+            raise argparse.ArgumentTypeError(f"{item!r} is not {allowed}")
+        out.append((preset, int(numbers[0]), int(numbers[1]) if len(numbers) == 2 else None))
     return out
 
 
@@ -70,7 +73,8 @@ def main(argv=None):
     p.add_argument("--systems", type=C.str_list, default=",".join(SYSTEMS), help="of " + ", ".join(SYSTEMS))
     p.add_argument("--seeds", type=C.seed_list, default="0,1,2")
     p.add_argument("--num-envs", type=int, default=None, help="default: the config's")
-    p.add_argument("--cases", type=case_list, default=None, help="PRESET:NUM_ENVS pairs (default: the config's)")
+    p.add_argument("--cases", type=case_list, default=None,
+                   help="PRESET:NUM_ENVS[:EVAL_EVERY] (default: the config's; EVAL_EVERY: --eval-every's)")  # fmt: skip
     p.add_argument("--eval-every", type=int, default=2048, help="env steps between evaluations (both trainers)")
     p.add_argument("--time-cap", type=float, default=600.0, help="seconds per run, compilation included")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="env steps per run at most")
@@ -82,15 +86,15 @@ def main(argv=None):
             p.error(f"--systems: unknown {s!r}; allowed: {', '.join(SYSTEMS)}")
     if args.eval_every <= 0 or args.max_steps <= 0 or args.time_cap <= 0:
         p.error("--eval-every, --max-steps and --time-cap must be positive")
-    cases = args.cases or [(None, args.num_envs)]
+    cases = args.cases or [(None, args.num_envs, None)]
     report = C.Report("time_to_return", args)
 
     for task, threshold in args.targets:
         C.env(task)  # built once, outside every timing
         for seed in args.seeds:
-            for system, (preset, num_envs) in [(s, c) for s in args.systems for c in cases]:
+            for system, (preset, num_envs, eval_every) in [(s, c) for s in args.systems for c in cases]:
                 algo = "sac" if system == "brax-sac" else system
-                overrides = dict(env=task, algo=algo, seed=seed, eval_every=args.eval_every,
+                overrides = dict(env=task, algo=algo, seed=seed, eval_every=eval_every or args.eval_every,
                                  total_steps=args.max_steps)  # fmt: skip
                 if preset:
                     overrides["preset"] = preset
