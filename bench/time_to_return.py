@@ -159,8 +159,8 @@ def run_ours(config, threshold, time_cap):
         ts = fns.init(jax.random.PRNGKey(config.seed))
         chunk = C.compile_chunk(fns, ts)
         eval_fn = jax.jit(fns.evaluate).lower(ts.learner, jax.random.PRNGKey(0)).compile()
-        for n in fns.warmup_chunks():  # as run.py: the warm-up in the chunk program
-            ts, _ = chunk(ts, n, True)
+        for iters in fns.warmup_chunks():  # as run.py: the warm-up in the chunk program
+            ts, _ = chunk(ts, iters, True)
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)  # as run.py
     evals = []
     while True:

@@ -173,6 +173,17 @@ def test_time_to_return_cases_take_an_eval_interval_of_their_own():
             time_to_return.case_list(bad)
 
 
+def test_time_to_return_counts_env_steps_as_iterations_times_envs(tiny_config, fast_compile):
+    """Its loop reports the env steps at each evaluation: the warm-up (3 iterations of 4 envs, run as chunks of 2
+    and 1) and then chunks of 2 iterations. The warm-up's loop once reused `n`, the env count, so every step count
+    after it was iterations x 1 (the last warm-up chunk's length)."""
+    import time_to_return
+
+    config = tiny_config(learning_starts=12, eval_every=8, total_steps=24)
+    result = time_to_return.run_ours(config, threshold=float("inf"), time_cap=600.0)
+    assert [e[0] for e in result["evals"]] == [20, 28] and not result["reached"]
+
+
 def test_update_breakdown_cases_leave_out_only_what_they_name(tiny_config, fast_compile):
     import update_breakdown as ub
 
