@@ -17,6 +17,10 @@ compile events, the same clock for both), the difference, and env steps to the t
 `--cases PRESET:NUM_ENVS[:EVAL_EVERY],...` runs each system once per case (the serial `tuned` preset against the
 `parallel` one, at several env counts), alternating per seed like the systems; a case's EVAL_EVERY (env steps)
 replaces --eval-every's, so that a case that runs 10x the env steps per second evaluates as often in wall time.
+
+`--window S` reads a run as at the threshold once the mean of its evaluations in the last S seconds of wall reaches
+it (default 0: the first single evaluation at or above it). On a task whose evaluations scatter (Reacher's 10
+episodes), a case that evaluates more often per second otherwise gets more draws at a noisy threshold.
 """
 
 from __future__ import annotations
@@ -78,6 +82,9 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=2048, help="env steps between evaluations (both trainers)")
     p.add_argument("--time-cap", type=float, default=600.0, help="seconds per run, compilation included")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="env steps per run at most")
+    p.add_argument("--window", type=float, default=0.0,
+                   help="seconds: reached once the mean of the evaluations in the last S s of wall is at the "
+                        "threshold (0: the first evaluation at or above it)")  # fmt: skip
     args = C.parse(p, {"targets": [("inverted_pendulum", 900.0)], "seeds": [0], "systems": ["dsac-e", "brax-sac"],
                        "time_cap": 120.0, "max_steps": 30_000}, argv)  # fmt: skip
     C.check_tasks(p, [t for t, _ in args.targets])
@@ -86,6 +93,8 @@ def main(argv=None):
             p.error(f"--systems: unknown {s!r}; allowed: {', '.join(SYSTEMS)}")
     if args.eval_every <= 0 or args.max_steps <= 0 or args.time_cap <= 0:
         p.error("--eval-every, --max-steps and --time-cap must be positive")
+    if not 0 <= args.window < math.inf:
+        p.error(f"--window: {args.window:g} is not a number of seconds >= 0")
     cases = args.cases or [(None, args.num_envs, None)]
     report = C.Report("time_to_return", args)
 
@@ -102,10 +111,10 @@ def main(argv=None):
                     overrides["num_envs"] = num_envs
                 config = C.config_or_exit(p, **overrides)
                 run = run_brax if system == "brax-sac" else run_ours
-                result = run(config, threshold, args.time_cap)
+                result = run(config, threshold, args.time_cap, args.window)
                 label = f"{system} {config.preset}:{config.num_envs}" if args.cases else system
                 row = report.add(task=task, system=label, seed=seed, threshold=threshold, preset=config.preset,
-                                 num_envs=config.num_envs, **result)  # fmt: skip
+                                 num_envs=config.num_envs, window_s=args.window, **result)  # fmt: skip
                 print(_line(row), flush=True)
 
     rows = []
@@ -136,8 +145,20 @@ def _line(r):
             f"{r['env_steps']} steps (best {r['best_return']:.0f})")  # fmt: skip
 
 
-def _result(evals, t_compile, wall, threshold):
-    hit = next((e for e in evals if e[2] >= threshold), None)
+def window_mean(evals, i, window):
+    """The mean return of evaluation i (steps, wall, return) and those less than `window` s of wall before it."""
+    recent = [evals[i][2]] + [ret for _, wall, ret in evals[:i] if wall > evals[i][1] - window]
+    return sum(recent) / len(recent)
+
+
+def reached_at(evals, threshold, window=0.0):
+    """Index of the first evaluation whose `window_mean` is at or above `threshold`; None if none is."""
+    return next((i for i in range(len(evals)) if window_mean(evals, i, window) >= threshold), None)
+
+
+def _result(evals, t_compile, wall, threshold, window):
+    i = reached_at(evals, threshold, window)
+    hit = evals[i] if i is not None else None
     return dict(
         reached=hit is not None,
         env_steps_to_threshold=hit[0] if hit else None,
@@ -151,7 +172,7 @@ def _result(evals, t_compile, wall, threshold):
     )
 
 
-def run_ours(config, threshold, time_cap):
+def run_ours(config, threshold, time_cap, window=0.0):
     n = config.num_envs
     with C.CompileClock() as clock:
         t0 = time.perf_counter()
@@ -169,12 +190,12 @@ def run_ours(config, threshold, time_cap):
         ret = float(ev["eval/episode_return"])
         steps, wall = int(ts.iteration) * n, time.perf_counter() - t0
         evals.append((steps, wall, ret))
-        if ret >= threshold or wall >= time_cap or steps >= config.total_steps:
+        if window_mean(evals, -1, window) >= threshold or wall >= time_cap or steps >= config.total_steps:
             break
-    return _result(evals, clock.seconds, time.perf_counter() - t0, threshold)
+    return _result(evals, clock.seconds, time.perf_counter() - t0, threshold, window)
 
 
-def run_brax(config, threshold, time_cap):
+def run_brax(config, threshold, time_cap, window=0.0):
     n = config.num_envs
     prefill = -(-config.learning_starts // n) * n
     per_epoch = -(-config.eval_every // n) * n
@@ -187,7 +208,7 @@ def run_brax(config, threshold, time_cap):
             return
         ret = float(metrics["eval/episode_reward"])
         evals.append((int(step), wall, ret))
-        if ret >= threshold or wall >= time_cap:
+        if window_mean(evals, -1, window) >= threshold or wall >= time_cap:
             raise _Stop
 
     with C.CompileClock() as clock:
@@ -197,7 +218,7 @@ def run_brax(config, threshold, time_cap):
                         num_eval_envs=config.num_eval_envs)  # fmt: skip
         except _Stop:
             pass
-    return _result(evals, clock.seconds, time.perf_counter() - t0, threshold)
+    return _result(evals, clock.seconds, time.perf_counter() - t0, threshold, window)
 
 
 if __name__ == "__main__":

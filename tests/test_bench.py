@@ -173,6 +173,23 @@ def test_time_to_return_cases_take_an_eval_interval_of_their_own():
             time_to_return.case_list(bad)
 
 
+def test_time_to_return_window_reads_the_mean_of_recent_evaluations(capsys):
+    """(steps, wall, return): one lucky draw of 6 at 30 s crosses 5 alone; the 20 s window's mean (3 and 6, and
+    then 6 and 5.5) reaches 5 only at 40 s. Evaluations exactly `window` s back are out of it."""
+    import time_to_return as ttr
+
+    evals = [(1, 10.0, 2.0), (2, 20.0, 3.0), (3, 30.0, 6.0), (4, 40.0, 5.5)]
+    assert ttr.reached_at(evals, 5.0) == 2 and ttr.reached_at(evals, 5.0, window=20.0) == 3
+    assert ttr.window_mean(evals, 2, 20.0) == 4.5 and ttr.window_mean(evals, -1, 20.0) == 5.75
+    assert ttr.window_mean(evals, 3, 1e9) == 4.125 and ttr.reached_at(evals, 7.0, 5.0) is None
+    result = ttr._result(evals, 1.0, 41.0, 5.0, 20.0)
+    assert (result["env_steps_to_threshold"], result["wall_to_threshold_s"], result["wall_minus_compile_s"]) == (
+        4, 40.0, 39.0)  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        ttr.main(["--window", "-1"])
+    assert e.value.code == 2 and "--window: -1 is not" in capsys.readouterr().err
+
+
 def test_time_to_return_counts_env_steps_as_iterations_times_envs(tiny_config, fast_compile):
     """Its loop reports the env steps at each evaluation: the warm-up (3 iterations of 4 envs, run as chunks of 2
     and 1) and then chunks of 2 iterations. The warm-up's loop once reused `n`, the env count, so every step count
