@@ -190,6 +190,34 @@ def test_time_to_return_window_reads_the_mean_of_recent_evaluations(capsys):
     assert e.value.code == 2 and "--window: -1 is not" in capsys.readouterr().err
 
 
+def test_time_to_return_figure_groups_runs_and_refuses_other_json(tmp_path, capsys):
+    """Rows of two cases of one task, out of seed order: one panel, the cases in the order they came, each case's
+    seeds sorted; the figure is a PNG. A JSON without the bench's rows exits 2 with one line and writes nothing."""
+    import time_to_return_figure as ttf
+
+    run = dict(task="halfcheetah", threshold=10.0)
+    rows = [
+        dict(run, system="dsac-e parallel:64", seed=1, reached=False, wall_to_threshold_s=None, evals=[[8, 5.0, 2.0]]),
+        dict(run, system="dsac-e tuned:32", seed=1, reached=True, wall_to_threshold_s=6.0,
+             evals=[[4, 3.0, 4.0], [8, 6.0, 12.0]]),
+        dict(run, system="dsac-e tuned:32", seed=0, reached=False, wall_to_threshold_s=None, evals=[]),
+    ]  # fmt: skip
+    grouped = ttf.runs_by_task(rows)
+    assert list(grouped) == ["halfcheetah"]
+    assert list(grouped["halfcheetah"]) == ["dsac-e parallel:64", "dsac-e tuned:32"]
+    assert [r["seed"] for r in grouped["halfcheetah"]["dsac-e tuned:32"]] == [0, 1]
+    good, out = tmp_path / "ttr.json", tmp_path / "fig.png"
+    good.write_text(json.dumps({"rows": rows}))
+    assert ttf.main([str(good), "--out", str(out)]) == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad, nothing = tmp_path / "other.json", tmp_path / "no.png"
+    bad.write_text(json.dumps({"rows": [{"task": "halfcheetah"}]}))
+    with pytest.raises(SystemExit) as e:
+        ttf.main([str(bad), "--out", str(nothing)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "other.json is not a JSON written by" in err
+    assert not nothing.exists()
+
+
 def test_time_to_return_counts_env_steps_as_iterations_times_envs(tiny_config, fast_compile):
     """Its loop reports the env steps at each evaluation: the warm-up (3 iterations of 4 envs, run as chunks of 2
     and 1) and then chunks of 2 iterations. The warm-up's loop once reused `n`, the env count, so every step count
