@@ -122,7 +122,7 @@ def test_checkpoint_flag_evaluates_best_and_step_n_and_exports_them_beside_the_r
     policy.npz (latest) as it was."""
     run = tmp_path / "run"
     tiny_run_dir(run, "dsac-e", 0, extra=(checkpoint.BEST, checkpoint.file_name("step-40")))
-    returns = {}
+    returns, plain_evaluate = {}, None
     for which in ("latest", "best", "step-40"):
         _evaluate(capsys, run, "--episodes", EPISODES, "--checkpoint", which)
         name = "evaluation_mjx.json" if which == "latest" else f"evaluation_mjx_{which}.json"
@@ -130,7 +130,9 @@ def test_checkpoint_flag_evaluates_best_and_step_n_and_exports_them_beside_the_r
         assert result["checkpoint"] == which
         returns[which] = result["members"][0]["returns"]
         loaded = load_run(str(run), which=which)
-        plain = jax.jit(loaded.fns.evaluate)(loaded.members[0].learner, jax.random.PRNGKey(0))
+        # one run, one config: the first load's evaluation program serves every checkpoint's learner (one compile)
+        plain_evaluate = plain_evaluate or jax.jit(loaded.fns.evaluate)
+        plain = plain_evaluate(loaded.members[0].learner, jax.random.PRNGKey(0))
         assert result["members"][0]["return_mean"] == pytest.approx(float(plain["eval/episode_return"]), rel=1e-6)
     assert returns["latest"] != returns["best"] and returns["best"] != returns["step-40"]  # three policies
     _evaluate(capsys, run, "--sim", "mujoco", "--episodes", 1, "--checkpoint", "best")
