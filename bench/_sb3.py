@@ -2,12 +2,12 @@
 
     python bench/_sb3.py --task halfcheetah --seed 0 --total-steps 100000 --out runs/reference/halfcheetah/sb3-sac/s0
 
-SB3's defaults (2 x 256 ReLU networks, Adam at 3e-4, batch 256, tau 0.005, gamma 0.99, a 1M buffer, entropy
-coefficient learned from 1.0 toward -|A|, log-std clamped to [-20, 2]), with `learning_starts` and the replay ratio
-(`train_freq` 1, `gradient_steps` = updates per env step) set like ours. Every `--eval-every` env steps, 10
-deterministic episodes on a separate env. Writes what `mjx_tecrl.plot` reads: `config.json`, one `metrics.csv` row
-per evaluation (written as it happens), and `summary.json` at the end. Needs the bench extra
-(`pip install -e '.[bench]'`: stable-baselines3, torch); torch runs on `--torch-threads` CPU threads.
+SB3's defaults (2 x 256 ReLU networks, Adam at 3e-4, batch 256, tau 0.005, a 1M buffer, entropy coefficient learned
+from 1.0 toward -|A|, log-std clamped to [-20, 2]), with `learning_starts` and the replay ratio (`train_freq` 1,
+`gradient_steps` = updates per env step) set like ours, and ours gamma: the task's preset's, or `--gamma`. Every
+`--eval-every` env steps, 10 deterministic episodes on a separate env. Writes what `mjx_tecrl.plot` reads:
+`config.json`, one `metrics.csv` row per evaluation (written as it happens), and `summary.json` at the end. Needs the
+bench extra (`pip install -e '.[bench]'`: stable-baselines3, torch); torch runs on `--torch-threads` CPU threads.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--gamma", type=float, default=None, help="default: the task's (its preset's, as train.py's)")
     p.add_argument("--out", required=True, help="run directory (must not hold a run)")
     args = p.parse_args(argv)
     if os.path.exists(os.path.join(args.out, "summary.json")):
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
     gym_id = TASKS[args.task][1]
     os.makedirs(args.out, exist_ok=True)
     # The task's resolved config, so that mjx_tecrl.plot groups this run by algo alone; the SB3 values on top.
-    config = make_config(env=args.task, total_steps=args.total_steps, seed=args.seed, out=args.out).to_dict()
+    gamma = {} if args.gamma is None else {"gamma": args.gamma}
+    config = make_config(env=args.task, total_steps=args.total_steps, seed=args.seed, out=args.out, **gamma).to_dict()
     config.update(algo="sb3-sac", hidden_sizes=[256, 256], actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4,
                   init_log_alpha=0.0, tau=0.005, policy_delay=1, num_envs=1, learning_starts=args.learning_starts,
                   updates_per_step=float(args.updates_per_step), eval_every=args.eval_every,
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
 
     env, eval_env = gym.make(gym_id), Monitor(gym.make(gym_id))
     eval_env.reset(seed=args.seed + 1_000_003)
-    model = SAC("MlpPolicy", env, learning_starts=args.learning_starts, train_freq=1,
+    model = SAC("MlpPolicy", env, learning_starts=args.learning_starts, train_freq=1, gamma=config["gamma"],
                 gradient_steps=args.updates_per_step, seed=args.seed, device="cpu", verbose=0)  # fmt: skip
     csv_path = os.path.join(args.out, "metrics.csv")
     columns = ["env_steps", "wall_time_s", "eval/episode_return", "eval/episode_return_std",

@@ -11,7 +11,10 @@ evaluation (10 deterministic episodes) every 5,000 env steps:
   (plus `--extra` flags), all seeds in one `--seeds` program (each member computes what the single run with its
   seed computes; tests/test_sweep.py), on MJX;
 - `sb3-sac`: SB3's SAC (bench/_sb3.py) on Gymnasium's native MuJoCo env, one process per seed, with the same
-  warm-up (10,000 uniform random steps) and replay ratio (one update per env step).
+  warm-up (10,000 uniform random steps), replay ratio (one update per env step) and gamma.
+
+Every system's gamma is the task's preset's, or `--gamma` for all of them (never in `--extra`, since SB3's runs,
+shared by variants of ours, must match it: one recorded at another gamma is refused).
 
 Runs go to `--runs-dir/TASK/SYSTEM` and are reused when finished (a run dir with summary.json), so a cut-short
 invocation resumes where it stopped (ours from their last checkpoint, `train.py --resume`; SB3's from the start)
@@ -54,6 +57,7 @@ def main(argv=None):
     p.add_argument("--first-seed", type=int, default=0, metavar="S", help="the first seed (default 0)")
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--extra", default="", help="extra train.py flags for our systems, e.g. '--policy-delay 1'")
+    p.add_argument("--gamma", type=float, default=None, help="every system's gamma (default: each task's preset's)")
     p.add_argument("--runs-dir", default=os.path.join(ROOT, "runs", "reference"), help="our runs go here")
     p.add_argument("--sb3-dir", default="", help="SB3's runs (default: --runs-dir), shared by variants of ours")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (2 on a 2-core CPU halves each's speed)")
@@ -65,14 +69,7 @@ def main(argv=None):
     p.add_argument("--merge", type=C.str_list, default=[], metavar="JSON,...", help="earlier reports whose runs "
                    "(directories gone) join this one's table and figures, where this one has no such run")  # fmt: skip
     args = C.parse(p, {"steps": 12_000, "seeds": 1, "eval_every": 1_000, "systems": ["sac", "sb3-sac"]}, argv)
-    C.check_tasks(p, args.tasks)
-    for s in args.systems:
-        if s not in SYSTEMS:
-            p.error(f"--systems: unknown {s!r}; allowed: {', '.join(SYSTEMS)}")
-    if min(args.steps, args.seeds, args.eval_every, args.jobs, args.torch_threads) <= 0:
-        p.error("--steps, --seeds, --eval-every, --jobs and --torch-threads must be positive integers")
-    if args.first_seed < 0:
-        p.error(f"--first-seed: {args.first_seed} is negative; allowed: an integer >= 0")
+    _check_args(p, args)
     learning_starts = min(10_000, args.steps // 2)
     if not args.out:
         tasks = "+".join(args.tasks)
@@ -85,7 +82,7 @@ def main(argv=None):
                 every.append(_ours_job(args, task, system, learning_starts))
             else:
                 every += [_sb3_job(args, task, seed, learning_starts) for seed in _seeds(args)]
-    if error := _run_of_other_seeds(args, every):
+    if error := _run_of_other_seeds(args, every) or _sb3_run_of_other_gamma(args, every):
         p.error(error)
     report = C.Report("reference_learning", args)
     jobs = [j for j in every if j["system"] in args.systems]
@@ -107,12 +104,33 @@ def main(argv=None):
     return 0
 
 
+def _check_args(p, args) -> None:
+    """Bad input: one line naming the value and what is allowed, exit status 2, before any run starts."""
+    C.check_tasks(p, args.tasks)
+    for s in args.systems:
+        if s not in SYSTEMS:
+            p.error(f"--systems: unknown {s!r}; allowed: {', '.join(SYSTEMS)}")
+    if min(args.steps, args.seeds, args.eval_every, args.jobs, args.torch_threads) <= 0:
+        p.error("--steps, --seeds, --eval-every, --jobs and --torch-threads must be positive integers")
+    if "--gamma" in shlex.split(args.extra):
+        p.error("--extra: --gamma is not allowed there; allowed: --gamma on its own, which SB3's runs share")
+    if args.gamma is not None:  # train.py's own check (mjx_tecrl.config), before any run starts
+        from mjx_tecrl.config import ConfigError, make_config, validate
+
+        try:
+            validate(make_config(env=args.tasks[0], gamma=args.gamma))
+        except ConfigError as e:
+            p.error(str(e))
+    if args.first_seed < 0:
+        p.error(f"--first-seed: {args.first_seed} is negative; allowed: an integer >= 0")
+
+
 def _ours_job(args, task: str, system: str, learning_starts: int) -> dict:
     d = os.path.join(args.runs_dir, task, system)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--env", task, "--algo", system,
            "--total-steps", str(args.steps), "--eval-every", str(args.eval_every),
            "--learning-starts", str(learning_starts), "--seed", str(args.first_seed), "--out", d, "--no-progress",
-           *shlex.split(args.extra)]  # fmt: skip
+           *_gamma_flag(args), *shlex.split(args.extra)]  # fmt: skip
     if args.seeds > 1:
         cmd += ["--seeds", str(args.seeds)]
     resume = [sys.executable, os.path.join(ROOT, "train.py"), "--resume", d, "--total-steps", str(args.steps),
@@ -144,8 +162,29 @@ def _sb3_job(args, task: str, seed: int, learning_starts: int) -> dict:
     cmd = [sys.executable, os.path.join(HERE, "_sb3.py"), "--task", task, "--seed", str(seed),
            "--total-steps", str(args.steps), "--eval-every", str(args.eval_every),
            "--learning-starts", str(learning_starts), "--torch-threads", str(args.torch_threads),
-           "--out", d]  # fmt: skip
+           "--out", d, *_gamma_flag(args)]  # fmt: skip
     return dict(task=task, system="sb3-sac", dir=d, cmd=cmd, log=d + ".log")
+
+
+def _gamma_flag(args) -> list[str]:
+    return [] if args.gamma is None else ["--gamma", repr(args.gamma)]
+
+
+def _sb3_run_of_other_gamma(args, jobs: list[dict]) -> str:
+    """The error for an SB3 run in `jobs` made at another gamma than this invocation's ('' where none): SB3's runs
+    are shared by variants of ours, and reused as they are."""
+    from mjx_tecrl import rundir
+    from mjx_tecrl.config import make_config
+
+    for job in jobs:
+        if job["system"] != "sb3-sac" or not os.path.isfile(os.path.join(job["dir"], rundir.CONFIG_FILE)):
+            continue
+        recorded = float(rundir.read_config_dict(job["dir"])["gamma"])
+        wanted = args.gamma if args.gamma is not None else make_config(env=job["task"]).gamma
+        if recorded != wanted:
+            return (f"--gamma: {wanted}, but {job['dir']} holds an SB3 run at gamma {recorded}; allowed: {recorded}, "
+                    f"or a new --sb3-dir for this gamma")  # fmt: skip
+    return ""
 
 
 def _finished(run_dir: str) -> bool:

@@ -372,7 +372,7 @@ def test_reference_learning_first_seed_runs_the_next_seeds_of_every_system(tmp_p
     import reference_learning as R
 
     args = types.SimpleNamespace(runs_dir=str(tmp_path), sb3_dir=str(tmp_path), steps=100, eval_every=50, extra="",
-                                 seeds=2, first_seed=3, torch_threads=1)  # fmt: skip
+                                 seeds=2, first_seed=3, torch_threads=1, gamma=None)  # fmt: skip
     cmd = R._ours_job(args, "hopper", "dsac-e", 50)["cmd"]
     assert cmd[cmd.index("--seed") + 1] == "3" and cmd[cmd.index("--seeds") + 1] == "2"
     sb3 = [R._sb3_job(args, "hopper", seed, 50) for seed in R._seeds(args)]
@@ -393,3 +393,45 @@ def test_reference_learning_first_seed_runs_the_next_seeds_of_every_system(tmp_p
         R.main([*argv, "--first-seed", "3", "--report-only"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"--first-seed: 3, but {run} holds a run from seed 0" in err and not out.exists()
+
+
+def test_reference_learning_gamma_reaches_every_system_and_a_shared_sb3_run_of_another_gamma_is_refused(
+    tmp_path, capsys
+):
+    """--gamma goes to ours (train.py --gamma) and to SB3 (bench/_sb3.py --gamma); without it neither gets the flag
+    (each uses the task's preset gamma). SB3's runs are shared by variants of ours, so one recorded at another gamma
+    is refused, naming it; a bad --gamma, or --gamma inside --extra, is refused before anything is written."""
+    import reference_learning as R
+
+    args = types.SimpleNamespace(runs_dir=str(tmp_path), sb3_dir=str(tmp_path), steps=100, eval_every=50, extra="",
+                                 seeds=1, first_seed=0, torch_threads=1, gamma=0.9999)  # fmt: skip
+    for job in (R._ours_job(args, "swimmer", "dsac-e", 50), R._sb3_job(args, "swimmer", 0, 50)):
+        assert job["cmd"][job["cmd"].index("--gamma") + 1] == "0.9999"
+    args.gamma = None
+    assert (
+        "--gamma" not in R._ours_job(args, "swimmer", "dsac-e", 50)["cmd"] + R._sb3_job(args, "swimmer", 0, 50)["cmd"]
+    )
+
+    run = tmp_path / "runs" / "swimmer" / "sb3-sac" / "s0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"env": "swimmer", "algo": "sb3-sac", "seed": 0, "gamma": 0.99}))
+    out = tmp_path / "report.json"
+    argv = ["--tasks", "swimmer", "--systems", "sb3-sac", "--seeds", "1", "--runs-dir", str(tmp_path / "runs"),
+            "--out", str(out), "--report-only"]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        R.main([*argv, "--gamma", "0.9999"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--gamma: 0.9999, but {run} holds an SB3 run at gamma 0.99" in err
+    R.main(argv)  # the task's own gamma, 0.99: the run is this invocation's
+    assert out.exists()
+    out.unlink()
+    for bad, message in (
+        (["--gamma", "1.5"], "--gamma 1.5 must lie in (0, 1)"),
+        (
+            ["--extra", "--gamma 0.9"],
+            "--extra: --gamma is not allowed there",
+        ),
+    ):
+        with pytest.raises(SystemExit) as e:
+            R.main([*argv, *bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err and not out.exists()
