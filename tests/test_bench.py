@@ -405,18 +405,16 @@ def test_reference_learning_gamma_reaches_every_system_and_a_shared_sb3_run_of_a
 
     args = types.SimpleNamespace(runs_dir=str(tmp_path), sb3_dir=str(tmp_path), steps=100, eval_every=50, extra="",
                                  seeds=1, first_seed=0, torch_threads=1, gamma=0.9999)  # fmt: skip
-    for job in (R._ours_job(args, "swimmer", "dsac-e", 50), R._sb3_job(args, "swimmer", 0, 50)):
+    for job in (R._ours_job(args, "hopper", "dsac-e", 50), R._sb3_job(args, "hopper", 0, 50)):
         assert job["cmd"][job["cmd"].index("--gamma") + 1] == "0.9999"
     args.gamma = None
-    assert (
-        "--gamma" not in R._ours_job(args, "swimmer", "dsac-e", 50)["cmd"] + R._sb3_job(args, "swimmer", 0, 50)["cmd"]
-    )
+    assert "--gamma" not in R._ours_job(args, "hopper", "dsac-e", 50)["cmd"] + R._sb3_job(args, "hopper", 0, 50)["cmd"]
 
-    run = tmp_path / "runs" / "swimmer" / "sb3-sac" / "s0"
+    run = tmp_path / "runs" / "hopper" / "sb3-sac" / "s0"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"env": "swimmer", "algo": "sb3-sac", "seed": 0, "gamma": 0.99}))
+    (run / "config.json").write_text(json.dumps({"env": "hopper", "algo": "sb3-sac", "seed": 0, "gamma": 0.99}))
     out = tmp_path / "report.json"
-    argv = ["--tasks", "swimmer", "--systems", "sb3-sac", "--seeds", "1", "--runs-dir", str(tmp_path / "runs"),
+    argv = ["--tasks", "hopper", "--systems", "sb3-sac", "--seeds", "1", "--runs-dir", str(tmp_path / "runs"),
             "--out", str(out), "--report-only"]  # fmt: skip
     with pytest.raises(SystemExit) as e:
         R.main([*argv, "--gamma", "0.9999"])
