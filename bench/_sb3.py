@@ -4,7 +4,7 @@
 
 SB3's defaults (2 x 256 ReLU networks, Adam at 3e-4, batch 256, tau 0.005, a 1M buffer, entropy coefficient learned
 from 1.0 toward -|A|, log-std clamped to [-20, 2]), with `learning_starts` and the replay ratio (`train_freq` 1,
-`gradient_steps` = updates per env step) set like ours, and ours gamma: the task's preset's, or `--gamma`. Every
+`gradient_steps` = updates per env step) set like ours, and gamma as ours: the task's preset's, or `--gamma`. Every
 `--eval-every` env steps, 10 deterministic episodes on a separate env. Writes what `mjx_tecrl.plot` reads:
 `config.json`, one `metrics.csv` row per evaluation (written as it happens), and `summary.json` at the end. Needs the
 bench extra (`pip install -e '.[bench]'`: stable-baselines3, torch); torch runs on `--torch-threads` CPU threads.
