@@ -166,13 +166,24 @@ def actor_loss(log_prob: jax.Array, q_r: jax.Array, q_e: jax.Array | None, alpha
 
 
 def temperature_loss_trajectory(
-    log_alpha: jax.Array, log_prob: jax.Array, q_e: jax.Array, budget: jax.Array
+    log_alpha: jax.Array, log_prob: jax.Array, q_e: jax.Array, budget: jax.Array, floor_gap: jax.Array = jnp.inf
 ) -> jax.Array:
     """TEC: L_alpha = log(alpha) * mean(sg[-log pi + Q_e] - H_budget) (spec §3.2 TUP, A4 for the sign).
 
-    Its gradient on log(alpha) is the constraint gap: positive (alpha falls) above the budget.
+    Its gradient on log(alpha) is the constraint gap: positive (alpha falls) above the budget. With the entropy
+    floor on (`entropy_floor_gap`), the gap is the smaller of the two: alpha falls only while both allow it.
     """
-    return log_alpha * jnp.mean(sg(-log_prob + q_e) - budget)
+    return log_alpha * jnp.minimum(jnp.mean(sg(-log_prob + q_e) - budget), sg(floor_gap))
+
+
+def entropy_floor_gap(
+    log_prob: jax.Array, rho: jax.Array, action_dim: int, floor: jax.Array, steps: jax.Array
+) -> jax.Array:
+    """The entropy floor's gap (`--entropy-floor`, not in the spec; docs/decisions.md): steps * (mean(-log pi) -
+    (rho H0 - floor)), the per-step entropy above the floor counted over the `steps` the budget counts (mean of
+    1 + D, or 1 / (1 - gamma)), so it is in the trajectory gap's units. +inf (no floor) when `floor` < 0."""
+    gap = steps * (jnp.mean(sg(-log_prob)) - (rho * target_entropy(action_dim) - floor))
+    return jnp.where(floor < 0, jnp.inf, gap)
 
 
 def temperature_loss_per_step(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: jax.Array) -> jax.Array:

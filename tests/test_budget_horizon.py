@@ -51,11 +51,11 @@ def _sample(actor_params, obs, k):
     )
 
 
-def _shift_horizon_head(params, shift):
-    """Add `shift` to D's output bias (the entropy critic's last layer: [Q_e, D])."""
+def _shift_horizon_head(params, shift, head=1):
+    """Add `shift` to D's output bias (the entropy critic's last layer: [Q_e, D]; `head` 0 shifts Q_e's)."""
     p = jax.tree.map(lambda x: x, params)  # a copy
     last = p["params"]["MLP_0"]["Dense_2"]
-    last["bias"] = last["bias"].at[..., 1].add(shift)
+    last["bias"] = last["bias"].at[..., head].add(shift)
     return p
 
 
@@ -99,6 +99,35 @@ def test_lived_budget_losses_match_a_hand_computation(online_shift, target_shift
     if online_shift:  # the shifted case is out of range everywhere: the budget sits at one end of its range
         assert float(m["diag/horizon_out_of_range"]) == 1.0
         assert np.allclose(budget, rho * -ACT_DIM * (1.0 + (bound if online_shift > 0 else 0.0)))
+
+
+@pytest.mark.parametrize("floor, q_e_shift, binds", [(-1.0, 20.0, False), (0.0, 0.0, False), (0.0, 20.0, True),
+                                                     (1.5, 20.0, True), (1.5, -20.0, False)])  # fmt: skip
+def test_entropy_floor_takes_the_smaller_gap_counted_over_the_lived_steps(floor, q_e_shift, binds):
+    """`--entropy-floor`: the temperature's gap is min(trajectory gap, (1 + mean D) (mean(-log pi) - (rho H0 -
+    floor))), as by hand; an entropy critic that reads high (shifted Q_e: one that trails a falling entropy) leaves
+    the floor to set the gap; negative: off, the spec's loss."""
+    gamma, rho = 0.9, 0.5
+    state = _state(gamma=gamma, rho=rho, init_log_alpha=0.3, entropy_floor=floor)
+    state = state.replace(entropy_critic_params=_shift_horizon_head(state.entropy_critic_params, q_e_shift, head=0))
+    batch = _batch(1, terminated=(0, 0, 1, 0, 0, 1, 0, 0))
+    k = jax.random.PRNGKey(9)
+    _, m = UPDATE(state, batch, k, update_actor=True)
+    _, _, k_new = jax.random.split(k, 3)
+    a_new, lp = _sample(state.actor_params, batch.obs, k_new)
+    q_e, d = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
+        state.entropy_critic_params, batch.obs, a_new))  # fmt: skip
+    d = np.clip(d, 0.0, gamma / (1.0 - gamma))
+    trajectory_gap = np.mean(-lp + q_e - rho * -ACT_DIM * (1.0 + d))
+    floor_gap = (1.0 + np.mean(d)) * (np.mean(-lp) - (rho * -ACT_DIM - floor)) if floor >= 0 else np.inf
+    assert (floor_gap < trajectory_gap) == binds, (floor_gap, trajectory_gap)
+    want = 0.3 * min(trajectory_gap, floor_gap)
+    assert abs(float(m["train/loss_temperature"]) - want) <= 2e-4 * abs(want) + 2e-4, (
+        float(m["train/loss_temperature"]),
+        want,
+    )
+    assert float(m["diag/entropy_floor_binds"]) == float(binds)
+    assert float(m["train/step_entropy_budget"]) == pytest.approx(rho * -ACT_DIM)
 
 
 @pytest.mark.parametrize("terminated, horizon", [(0.0, 0.6 / 0.4), (1.0, 0.0)], ids=["never", "every step"])

@@ -122,7 +122,7 @@ def expected_metric_names(algo, update_actor):
         if algo in DSAC_E:
             names.add("train/trajectory_entropy")
         if algo == "dsac-e":
-            names.add("train/entropy_budget")
+            names |= {"train/entropy_budget", "train/step_entropy_budget", "diag/entropy_floor_binds"}
     return names
 
 
@@ -337,18 +337,32 @@ def _high_entropy(state):
     [
         ("dsac-e", lambda s: s, dict(rho=1e4), -1),  # budget -2e6: far above it -> alpha falls
         ("dsac-e", _low_entropy, dict(rho=0.01), +1),  # budget -2, trajectory entropy ~ -38 -> alpha rises
+        # budget -200, trajectory entropy ~ -38: above it, but -log pi is below the floor rho H0 - 0 = -2 -> rises
+        ("dsac-e", _low_entropy, dict(rho=1.0, entropy_floor=0.0), +1),
         ("dsac-e-no-tec", _high_entropy, {}, -1),  # -log pi > H0 = -2 -> alpha falls
         ("dsac-e-no-tec", _low_entropy, {}, +1),
         ("dsac-t", _low_entropy, {}, +1),
         ("sac", _high_entropy, {}, -1),
     ],
-    ids=["tec-above", "tec-below", "no-tec-above", "no-tec-below", "dsac-t-below", "sac-above"],
+    ids=[
+        "tec-above",
+        "tec-below",
+        "tec-above-floor-below",
+        "no-tec-above",
+        "no-tec-below",
+        "dsac-t-below",
+        "sac-above",
+    ],
 )
 def test_one_adam_step_moves_alpha_toward_the_constraint(algo, make, overrides, direction):
     state = make(init_state(algo, **overrides))
     new, m = update_fn(algo)(state, make_batch(), key(3), update_actor=True)
     if algo == "dsac-e":
         gap = float(m["train/trajectory_entropy"]) - float(m["train/entropy_budget"])
+        if "entropy_floor" in overrides:  # the floor's gap over the discounted budget's 1 / (1 - gamma) steps
+            floor = float(m["train/step_entropy_budget"]) - overrides["entropy_floor"]
+            assert gap > 0 and float(m["diag/entropy_floor_binds"]) == 1.0
+            gap = min(gap, (float(m["train/policy_entropy"]) - floor) / (1.0 - 0.99))
     else:
         gap = float(m["train/policy_entropy"]) - (-ACT_DIM)
     assert np.sign(gap) == -direction  # the constructed case is what it claims to be
