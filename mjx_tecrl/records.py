@@ -100,17 +100,49 @@ def _wandb_init(config: Config, pop, member: int, hparams: dict[str, Any]) -> di
     return {"project": config.wandb_project, "name": name, "config": hparams}
 
 
+# How far below rho * H0 the policy entropy may sit, unwarned, under a satisfied budget: healthy HalfCheetah runs at
+# gamma 0.99 sat up to 2.1 nats below it; Swimmer's collapse at 0.9999 passed 3 at 60k env steps (docs/decisions.md).
+ENTROPY_WARNING_NATS = 3.0
+
+
+def entropy_warning(row: dict[str, float]) -> str | None:
+    """A warning when dsac-e's policy entropy is `ENTROPY_WARNING_NATS` or more per step below the budget's
+    rho * H0 while the trajectory constraint reads satisfied (so alpha keeps falling) and the entropy floor is not
+    acting: the entropy critic reports an older, wider policy (docs/decisions.md, "The entropy floor"). Else None."""
+    names = ("train/policy_entropy", "train/step_entropy_budget", "train/trajectory_entropy", "train/entropy_budget")
+    if not all(math.isfinite(row.get(n, math.nan)) for n in names) or row.get("diag/entropy_floor_binds", 0.0) > 0:
+        return None
+    entropy, per_step, trajectory, budget = (row[n] for n in names)
+    if entropy > per_step - ENTROPY_WARNING_NATS or trajectory < budget:
+        return None
+    return (
+        f"policy entropy {entropy:.1f} nats per step is {per_step - entropy:.1f} below rho*H0 = {per_step:.1f}, yet "
+        f"the trajectory constraint reads satisfied ({trajectory:.4g} against the budget {budget:.4g}) and alpha "
+        f"({row.get('train/alpha', math.nan):.2g}) keeps falling: the entropy critic trails the falling entropy; "
+        f"--entropy-floor N raises alpha whenever the entropy is N nats below rho*H0 (docs/decisions.md, "
+        f"'The entropy floor')"
+    )
+
+
 class Reporter:
-    """The progress callback that prints: a tqdm bar on a terminal, else one line per evaluation."""
+    """The progress callback that prints: a tqdm bar on a terminal, else one line per evaluation; and, once per
+    member, `entropy_warning`'s line."""
 
     def __init__(self, config: Config, env_steps: int, out):
         self.out, self.total, self.bar = out, config.total_steps, None
+        self.warned: set[int] = set()
         if config.progress and hasattr(out, "isatty") and out.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, initial=env_steps, unit="step", unit_scale=True, file=out)
 
     def __call__(self, env_steps: int, rows: list[dict[str, float]]) -> None:
+        for i, member_row in enumerate(rows):
+            warning = None if i in self.warned else entropy_warning(member_row)
+            if warning:
+                self.warned.add(i)
+                who = f"member {i}: " if len(rows) > 1 else ""
+                self._print(f"warning at env step {env_steps}: {who}{warning}")
         row = mean_row(rows)
         if self.bar is None:
             print(format_line(env_steps, self.total, row, row["train/env_steps_per_second"]), file=self.out, flush=True)
@@ -118,6 +150,12 @@ class Reporter:
         self.bar.update(min(env_steps, self.total) - self.bar.n)
         self.bar.set_postfix(eval_return=f"{row['eval/episode_return']:.1f}",
                              sps=f"{row['train/env_steps_per_second']:.0f}")  # fmt: skip
+
+    def _print(self, line: str) -> None:
+        if self.bar is None:
+            print(line, file=self.out, flush=True)
+        else:
+            self.bar.write(line, file=self.out)
 
     def close(self) -> None:
         if self.bar is not None:
