@@ -72,7 +72,9 @@ def test_groups_are_a_map_with_vmap_values_and_any_leaf_shape(monkeypatch):
     assert _count(jax.make_jaxpr(lambda s, a: rollout.vmap_envs(fn, s, a))(state, action).jaxpr, "scan") == 0
 
 
-@pytest.mark.parametrize("task", ["hopper", "halfcheetah"])
+# hopper's case is slow (60 s here): halfcheetah's has contacts too, and test_hopper_in_groups_matches_one_batch steps
+# hopper in groups in the default run
+@pytest.mark.parametrize("task", [pytest.param("hopper", marks=pytest.mark.slow), "halfcheetah"])
 def test_each_group_computes_what_a_batch_of_its_size_computes(monkeypatch, task):
     """12 steps of 16 envs in contact, in groups of 4: each group's states equal, bit for bit, those of its 4 envs
     stepped as a batch of 4 alone. So a group size only picks which batch size's rounding a run gets."""
