@@ -128,11 +128,7 @@ class Config:
     weight_decay: float = _h(
         0.0, "decoupled weight decay (AdamW) of the actor and critics, times their learning rate; 0: Adam (spec)"
     )
-    entropy_floor: float = _h(
-        -1.0,
-        "dsac-e: nats per step below rho * H0 at which the policy entropy raises alpha whatever the trajectory "
-        "constraint reads (a guard for an entropy critic that trails a falling entropy); negative: off (the spec)",
-    )
+    entropy_floor: float = _h(-1.0, "dsac-e: alpha also rises while -log pi is this many nats below rho*H0; <0: off")
     # --- evaluation and I/O (host side) ---
     eval_every: int = _f(
         5_000, "environment steps between evaluations (and chunk boundaries); unset: at least 25 iterations"
