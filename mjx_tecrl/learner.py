@@ -288,13 +288,16 @@ class Learner:
         action_dim = self.networks.actor.action_dim  # static: H0 is a constant of the program
         h0 = losses.target_entropy(action_dim)
         if self.variant.trajectory_temperature:
+            step_budget = hp.rho * h0  # the per-step entropy the budget asks for
             if horizon is None:
                 budget = losses.entropy_budget(hp.rho, action_dim, hp.gamma)
                 steps = 1.0 / (1.0 - hp.gamma)
             else:  # per sample: rho H0 over the (discounted) steps still to come at (s, a)
-                budget = losses.entropy_budget_lived(hp.rho, action_dim, jnp.min(horizon, axis=0), hp.gamma)
-                steps = 1.0 + jnp.mean(losses.horizon_in_range(jnp.min(horizon, axis=0), hp.gamma))
-            floor_gap = losses.entropy_floor_gap(log_prob, hp.rho, action_dim, hp.entropy_floor, steps)
+                d = jnp.min(horizon, axis=0)
+                d_in_range = losses.horizon_in_range(d, hp.gamma)
+                budget = losses.entropy_budget_lived(hp.rho, action_dim, d, hp.gamma)
+                steps = 1.0 + jnp.mean(d_in_range)
+            floor_gap = losses.entropy_floor_gap(log_prob, step_budget, hp.entropy_floor, steps)
             temp_loss_fn = lambda la: losses.temperature_loss_trajectory(la, log_prob, q_e, budget, floor_gap)  # noqa: E731
         else:
             temp_loss_fn = lambda la: losses.temperature_loss_per_step(la, log_prob, h0)  # noqa: E731
@@ -328,11 +331,9 @@ class Learner:
             metrics["train/trajectory_entropy"] = jnp.mean(-log_prob + q_e)
         if self.variant.trajectory_temperature:
             metrics["train/entropy_budget"] = jnp.mean(budget)
-            metrics["train/step_entropy_budget"] = hp.rho * h0  # the per-step entropy the budget asks for
+            metrics["train/step_entropy_budget"] = step_budget
             metrics["diag/entropy_floor_binds"] = (floor_gap < jnp.mean(-log_prob + q_e - budget)).astype(jnp.float32)
             if horizon is not None:  # the D the budget uses, and how often the head left D's range
-                d = jnp.min(horizon, axis=0)
-                d_in_range = losses.horizon_in_range(d, hp.gamma)
                 metrics["diag/horizon"] = jnp.mean(d_in_range)
                 metrics["diag/horizon_out_of_range"] = jnp.mean(d_in_range != d)
         else:

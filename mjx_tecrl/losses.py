@@ -176,13 +176,12 @@ def temperature_loss_trajectory(
     return log_alpha * jnp.minimum(jnp.mean(sg(-log_prob + q_e) - budget), sg(floor_gap))
 
 
-def entropy_floor_gap(
-    log_prob: jax.Array, rho: jax.Array, action_dim: int, floor: jax.Array, steps: jax.Array
-) -> jax.Array:
+def entropy_floor_gap(log_prob: jax.Array, step_budget: jax.Array, floor: jax.Array, steps: jax.Array) -> jax.Array:
     """The entropy floor's gap (`--entropy-floor`, not in the spec; docs/decisions.md): steps * (mean(-log pi) -
-    (rho H0 - floor)), the per-step entropy above the floor counted over the `steps` the budget counts (mean of
-    1 + D, or 1 / (1 - gamma)), so it is in the trajectory gap's units. +inf (no floor) when `floor` < 0."""
-    gap = steps * (jnp.mean(sg(-log_prob)) - (rho * target_entropy(action_dim) - floor))
+    (rho H0 - floor)), `step_budget` = rho H0, the per-step entropy above the floor counted over the `steps` the
+    budget counts (mean of 1 + D, or 1 / (1 - gamma)), so it is in the trajectory gap's units. +inf (no floor) when
+    `floor` < 0."""
+    gap = steps * (jnp.mean(sg(-log_prob)) - (step_budget - floor))
     return jnp.where(floor < 0, jnp.inf, gap)
 
 

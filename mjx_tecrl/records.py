@@ -145,7 +145,7 @@ class Reporter:
                 self._print(f"warning at env step {env_steps}: {who}{warning}")
         row = mean_row(rows)
         if self.bar is None:
-            print(format_line(env_steps, self.total, row, row["train/env_steps_per_second"]), file=self.out, flush=True)
+            self._print(format_line(env_steps, self.total, row, row["train/env_steps_per_second"]))
             return
         self.bar.update(min(env_steps, self.total) - self.bar.n)
         self.bar.set_postfix(eval_return=f"{row['eval/episode_return']:.1f}",
