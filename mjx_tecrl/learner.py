@@ -332,7 +332,10 @@ class Learner:
         if self.variant.trajectory_temperature:
             metrics["train/entropy_budget"] = jnp.mean(budget)
             metrics["train/step_entropy_budget"] = step_budget
-            metrics["diag/entropy_floor_binds"] = (floor_gap < jnp.mean(-log_prob + q_e - budget)).astype(jnp.float32)
+            trajectory_gap = jnp.mean(-log_prob + q_e - budget)
+            metrics["diag/entropy_floor_binds"] = (floor_gap < trajectory_gap).astype(jnp.float32)
+            # the floor raised alpha: its gap taken, and negative (binds also counts one that only slows the fall)
+            metrics["diag/entropy_floor_raises"] = (floor_gap < jnp.minimum(trajectory_gap, 0.0)).astype(jnp.float32)
             if horizon is not None:  # the D the budget uses, and how often the head left D's range
                 metrics["diag/horizon"] = jnp.mean(d_in_range)
                 metrics["diag/horizon_out_of_range"] = jnp.mean(d_in_range != d)

@@ -101,9 +101,18 @@ def test_lived_budget_losses_match_a_hand_computation(online_shift, target_shift
         assert np.allclose(budget, rho * -ACT_DIM * (1.0 + (bound if online_shift > 0 else 0.0)))
 
 
-@pytest.mark.parametrize("floor, q_e_shift, binds", [(-1.0, 20.0, False), (0.0, 0.0, False), (0.0, 20.0, True),
-                                                     (1.5, 20.0, True), (1.5, -20.0, False)])  # fmt: skip
-def test_entropy_floor_takes_the_smaller_gap_counted_over_the_lived_steps(floor, q_e_shift, binds):
+# a floor that raises alpha (binds and raises): test_learner's "tec-above-floor-below"
+@pytest.mark.parametrize(
+    "floor, q_e_shift, binds, raises",
+    [
+        (-1.0, 20.0, False, False),
+        (0.0, 0.0, False, False),
+        (0.0, 20.0, True, False),
+        (1.5, 20.0, True, False),
+        (1.5, -20.0, False, False),
+    ],
+)
+def test_entropy_floor_takes_the_smaller_gap_counted_over_the_lived_steps(floor, q_e_shift, binds, raises):
     """`--entropy-floor`: the temperature's gap is min(trajectory gap, (1 + mean D) (mean(-log pi) - (rho H0 -
     floor))), as by hand; an entropy critic that reads high (shifted Q_e: one that trails a falling entropy) leaves
     the floor to set the gap; negative: off, the spec's loss."""
@@ -126,7 +135,9 @@ def test_entropy_floor_takes_the_smaller_gap_counted_over_the_lived_steps(floor,
         float(m["train/loss_temperature"]),
         want,
     )
+    assert (floor_gap < min(trajectory_gap, 0.0)) == raises, (floor_gap, trajectory_gap)
     assert float(m["diag/entropy_floor_binds"]) == float(binds)
+    assert float(m["diag/entropy_floor_raises"]) == float(raises)
     assert float(m["train/step_entropy_budget"]) == pytest.approx(rho * -ACT_DIM)
 
 

@@ -122,7 +122,8 @@ def expected_metric_names(algo, update_actor):
         if algo in DSAC_E:
             names.add("train/trajectory_entropy")
         if algo == "dsac-e":
-            names |= {"train/entropy_budget", "train/step_entropy_budget", "diag/entropy_floor_binds"}
+            names |= {"train/entropy_budget", "train/step_entropy_budget"}
+            names |= {"diag/entropy_floor_binds", "diag/entropy_floor_raises"}
     return names
 
 
@@ -361,7 +362,7 @@ def test_one_adam_step_moves_alpha_toward_the_constraint(algo, make, overrides, 
         gap = float(m["train/trajectory_entropy"]) - float(m["train/entropy_budget"])
         if "entropy_floor" in overrides:  # the floor's gap over the discounted budget's 1 / (1 - gamma) steps
             floor = float(m["train/step_entropy_budget"]) - overrides["entropy_floor"]
-            assert gap > 0 and float(m["diag/entropy_floor_binds"]) == 1.0
+            assert gap > 0 and float(m["diag/entropy_floor_binds"]) == float(m["diag/entropy_floor_raises"]) == 1.0
             gap = min(gap, (float(m["train/policy_entropy"]) - floor) / (1.0 - 0.99))
     else:
         gap = float(m["train/policy_entropy"]) - (-ACT_DIM)
