@@ -93,6 +93,11 @@ def read_metrics(path: str) -> dict[str, np.ndarray]:
     return {k: np.array([number(r.get(k)) for r in rows], np.float64) for k in rows[0]}
 
 
+# a setting a run's config.json lacks (recorded before it existed): the run's value is unknown, so it is not
+# filled in with today's default (which may differ from what the run did)
+NOT_RECORDED = "not recorded"
+
+
 def load_curves(run_dir: str) -> list[Curve]:
     """The curves of a run directory: one for a single run, one per member for a sweep."""
     if not os.path.isdir(run_dir):
@@ -127,7 +132,7 @@ def resolve_group_by(curves: list[Curve], group_by: str | None) -> list[str]:
         return names
 
     def varies(name: str) -> bool:
-        return len({json.dumps(c.settings.get(name)) for c in curves}) > 1
+        return len({json.dumps(c.settings.get(name, NOT_RECORDED)) for c in curves}) > 1
 
     names = ["env"] if varies("env") else []
     names.append("algo")
@@ -139,7 +144,7 @@ def group_curves(curves: list[Curve], names: list[str]) -> dict[str, list[Curve]
     """Curves by group label ("algo=dsac-e, rho=0.5"), in first-seen order."""
     groups: dict[str, list[Curve]] = {}
     for c in curves:
-        label = ", ".join(f"{n}={_fmt(c.settings.get(n))}" for n in names)
+        label = ", ".join(f"{n}={_fmt(c.settings.get(n, NOT_RECORDED))}" for n in names)
         groups.setdefault(label, []).append(c)
     return groups
 

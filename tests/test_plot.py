@@ -83,6 +83,23 @@ def test_single_runs_group_by_algo_and_seeds_pool(tmp_path):
     assert {k: len(v) for k, v in groups.items()} == {"algo=dsac-e": 2, "algo=sac": 1}
 
 
+def test_a_setting_a_run_did_not_record_is_labelled_so(tmp_path):
+    """A run recorded before a hyperparameter existed lacks it in config.json: labelled 'not recorded', not None
+    and not today's default."""
+    old = fake_single_run(str(tmp_path), "old")
+    config = json.load(open(os.path.join(old, "config.json")))
+    del config["entropy_floor"]
+    json.dump(config, open(os.path.join(old, "config.json"), "w"))
+    new = fake_single_run(str(tmp_path), "new")
+    with open(os.path.join(new, "config.json"), "w") as f:
+        json.dump(_config(entropy_floor=1.0), f)
+    curves = [c for r in (old, new) for c in plot.load_curves(r)]
+    assert list(plot.group_curves(curves, plot.resolve_group_by(curves, None))) == [
+        "algo=dsac-e, entropy_floor=not recorded",
+        "algo=dsac-e, entropy_floor=1",
+    ]
+
+
 def test_mean_and_bootstrap_interval_match_a_hand_computation():
     """Resampling two seeds gives the means a, (a+b)/2, b with chances 1/4, 1/2, 1/4, so the 2.5% and 97.5%
     quantiles are the two seeds themselves; with three seeds all three draws are the lowest one 1 time in 27
