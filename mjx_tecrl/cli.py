@@ -10,7 +10,40 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from mjx_tecrl import commands, compile_cache, interrupt
-from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError, load_config_file
+from mjx_tecrl.config import HYPERPARAM_NAMES, Config, ConfigError
+
+FILE_IGNORED_KEYS = ("out", "resume")  # a run's own directory: a config file starts a new run
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Config overrides from a JSON or YAML file (`--config`; an old run's config.json works): Config fields only,
+    `out` and `resume` ignored. Flags given with it win over it; its values win over the preset."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"--config {path!r} cannot be read ({e.strerror or e})") from None
+    is_yaml = path.endswith((".yaml", ".yml"))
+    try:
+        if is_yaml:
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is bad input, reported on one line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"--config {path!r} is not valid {'YAML' if is_yaml else 'JSON'} ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path!r} must hold a mapping of flag names to values")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    try:
+        fields = Config.fields_of({k: v for k, v in data.items() if k not in FILE_IGNORED_KEYS})
+    except ConfigError as e:
+        raise ConfigError(f"--config {path!r}: {e}; keys are train.py's flags") from None
+    except TypeError:
+        raise ConfigError(f"--config {path!r}: hidden_sizes {data['hidden_sizes']!r} must be a list") from None
+    return fields
 
 
 def fail(message: str) -> NoReturn:
