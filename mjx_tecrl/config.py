@@ -101,6 +101,11 @@ class Config:
     )
     critic_loss: str = _f("nll", "reward critic loss: nll (2023 DSAC-T form) or huber (2025 variant)")
     twin_entropy_critic: bool = _f(False, "min over two entropy critics (spec A3; default off)")
+    entropy_baseline: bool = _f(
+        False,
+        "dsac-e, lived budget: the entropy critic learns Q_e - D mean(-log pi), so Q_e follows a shift of the "
+        "policy's entropy at once rather than over 1/(1-gamma) backups (not in the spec; docs/decisions.md)",
+    )
     budget_horizon: str = _f(
         "discounted",
         "dsac-e's entropy budget: discounted (rho H0 / (1 - gamma), spec 3.2) or lived (rho H0 per discounted step "
@@ -247,6 +252,9 @@ def _check_choices(c: Config) -> None:
     for name, allowed in choices.items():
         if getattr(c, name) not in allowed:
             raise ConfigError(f"--{_flag(name)} {getattr(c, name)!r} is unknown; allowed: {', '.join(allowed)}")
+    if c.entropy_baseline and not (c.variant.trajectory_temperature and c.budget_horizon == "lived"):
+        raise ConfigError(f"--entropy-baseline needs the horizon head of --algo dsac-e --budget-horizon lived, "
+                          f"not --algo {c.algo} --budget-horizon {c.budget_horizon}")  # fmt: skip
     if c.randomize:
         from mjx_tecrl.envs.perturb import parse_ranges
 

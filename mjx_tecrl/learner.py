@@ -68,6 +68,7 @@ class Learner:
     algo: str
     critic_loss: str
     normalize_obs: bool
+    entropy_baseline: bool = False  # `--entropy-baseline`: Q_e = the head's deviation + D mean(-log pi)
 
     @classmethod
     def from_config(cls, config: Config, action_dim: int) -> Learner:
@@ -80,7 +81,7 @@ class Learner:
             actor_layer_norm=config.actor_layer_norm,
             matmul_dtype=config.matmul_dtype,
         )
-        return cls(nets, config.algo, config.critic_loss, config.normalize_obs)
+        return cls(nets, config.algo, config.critic_loss, config.normalize_obs, config.entropy_baseline)
 
     @property
     def variant(self) -> Variant:
@@ -213,6 +214,9 @@ class Learner:
             y_e = losses.entropy_critic_target(next_log_prob, jnp.min(q_e_next, axis=0), discount)
             if entropy_between is not None:
                 y_e = y_e + entropy_between
+            if self.entropy_baseline:  # the head learns the deviation: -log pi - b per step the target counts
+                b = losses.entropy_baseline(next_log_prob)
+                y_e = y_e - b * (discount if ret.steps_between is None else discount + ret.steps_between)
             y_h = None
             if horizon_next is not None:
                 y_h = losses.horizon_target(jnp.min(horizon_next, axis=0), discount, hp.gamma)
@@ -224,6 +228,8 @@ class Learner:
                 loss = losses.entropy_critic_loss(q_e, y_e)
                 if horizon is not None:
                     loss = loss + losses.entropy_critic_loss(horizon, y_h)
+                if self.entropy_baseline:  # the Q_e the head stands for (logged)
+                    q_e = q_e + b * losses.horizon_in_range(horizon, hp.gamma)
                 return loss, q_e
 
             (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(state.entropy_critic_params)
@@ -282,6 +288,9 @@ class Learner:
             if self.uses_entropy_critic:
                 q_e, horizon = nets.entropy_critics_and_horizon(old.entropy_critic_params, obs, action)
                 q_e = jnp.min(q_e, axis=0)
+                if self.entropy_baseline:  # the deviation plus the current policy's mean entropy over D steps
+                    d = losses.horizon_in_range(jnp.min(horizon, axis=0), hp.gamma)
+                    q_e = q_e + losses.entropy_baseline(log_prob) * d
             return losses.actor_loss(log_prob, q_r, q_e, alpha), (log_prob, q_e, horizon)
 
         (loss_pi, (log_prob, q_e, horizon)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(old.actor_params)

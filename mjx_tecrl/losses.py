@@ -147,6 +147,14 @@ def entropy_critic_target(next_log_prob: jax.Array, q_e_next: jax.Array, discoun
     return sg(discount * (-next_log_prob + q_e_next))
 
 
+def entropy_baseline(log_prob: jax.Array) -> jax.Array:
+    """The entropy critic's baseline (`--entropy-baseline`, not in the spec; docs/decisions.md): b = mean(-log pi),
+    detached. The head learns the deviation Q_e - b D (target: eq. 3.2's with -log pi - b per step), and
+    Q_e = deviation + b D, so a shift of the policy's entropy reaches Q_e at once, not after 1 / (1 - gamma)
+    backups."""
+    return jnp.mean(sg(-log_prob))
+
+
 def entropy_critic_loss(q_e: jax.Array, y_e: jax.Array) -> jax.Array:
     """Plain regression, sum over entropy critics of mean((Q_e - y_e)^2) (spec §3.2, A2); q_e: [n, B]."""
     return jnp.sum(jnp.mean((q_e - y_e[None]) ** 2, axis=-1))

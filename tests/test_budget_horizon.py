@@ -101,6 +101,74 @@ def test_lived_budget_losses_match_a_hand_computation(online_shift, target_shift
         assert np.allclose(budget, rho * -ACT_DIM * (1.0 + (bound if online_shift > 0 else 0.0)))
 
 
+BASELINE_UPDATE = jax.jit(Learner(NETS, "dsac-e", "nll", False, True).update, static_argnames="update_actor",
+                          compiler_options=OPTS)  # fmt: skip
+
+
+def test_entropy_baseline_losses_match_a_hand_computation():
+    """`--entropy-baseline`: the head learns the deviation R = Q_e - b D, b = mean(-log pi) (its target: -log pi - b
+    per step), and Q_e = R + b D enters the actor's loss, the temperature's gap and the logged q_e; as by hand."""
+    gamma, rho = 0.9, 2.0
+    state = _state(gamma=gamma, rho=rho, init_log_alpha=0.3)
+    target = jax.tree.map(lambda x: x + 0.1 * np.random.default_rng(5).normal(size=x.shape).astype(np.float32),
+                          state.entropy_critic_target_params)  # fmt: skip
+    state = state.replace(entropy_critic_target_params=_shift_horizon_head(target, 2.0))
+    batch = _batch(1, terminated=(0, 0, 1, 0, 0, 1, 0, 0))
+    k = jax.random.PRNGKey(9)
+    _, m = BASELINE_UPDATE(state, batch, k, update_actor=True)
+
+    k_next, _, k_new = jax.random.split(k, 3)
+    bound = gamma / (1.0 - gamma)
+    disc = gamma * (1.0 - np.asarray(batch.terminated, np.float64))
+    a2, lp2 = _sample(state.actor_target_params, batch.next_obs, k_next)
+    r_next, d_next = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
+        state.entropy_critic_target_params, batch.next_obs, a2))  # fmt: skip
+    r, d = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
+        state.entropy_critic_params, batch.obs, batch.action))  # fmt: skip
+    b_next = np.mean(-lp2)
+    want_loss = np.mean((r - disc * (-lp2 - b_next + r_next)) ** 2) + np.mean(
+        (d - disc * (1.0 + np.clip(d_next, 0, bound))) ** 2
+    )
+    a_new, lp = _sample(state.actor_params, batch.obs, k_new)
+    r_new, d_new = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
+        state.entropy_critic_params, batch.obs, a_new))  # fmt: skip
+    d_new = np.clip(d_new, 0, bound)
+    q_e_new = r_new + np.mean(-lp) * d_new  # the current policy's mean entropy over the D steps, plus R
+    want_temp = 0.3 * np.mean(-lp + q_e_new - rho * -ACT_DIM * (1.0 + d_new))
+    for name, want in (("train/loss_entropy_critic", want_loss), ("train/loss_temperature", want_temp),
+                       ("train/q_e", np.mean(r + b_next * np.clip(d, 0, bound))),
+                       ("train/trajectory_entropy", np.mean(-lp + q_e_new))):  # fmt: skip
+        assert abs(float(m[name]) - want) <= 2e-4 * abs(want) + 2e-4, (name, float(m[name]), want)
+
+
+def _shift_log_std(actor_params, shift):
+    p = jax.tree.map(lambda x: x, actor_params)  # a copy
+    last = p["params"]["MLP_0"]["Dense_2"]
+    last["bias"] = last["bias"].at[..., ACT_DIM:].add(shift)
+    return p
+
+
+@pytest.mark.parametrize("baseline", [False, True])
+def test_a_shift_of_the_policy_entropy_reaches_the_trajectory_entropy_at_once_with_the_baseline(baseline):
+    """The lag the baseline removes: narrow the policy (log std - 1) under the same critics (blind to the action).
+    Without it Q_e still reads the wider policy, so the trajectory entropy moves by this step's change alone; with
+    it, by that change over 1 + D steps (b D moves with b)."""
+    update = BASELINE_UPDATE if baseline else UPDATE
+    state = _state(gamma=0.9, rho=2.0, init_log_alpha=0.3)
+    critic = _shift_horizon_head(state.entropy_critic_params, 5.0)  # D ~ 5
+    first = critic["params"]["MLP_0"]["Dense_0"]  # blind to the action, so the narrower policy's actions read the same
+    first["kernel"] = first["kernel"].at[..., OBS_DIM:, :].set(0.0)
+    state = state.replace(entropy_critic_params=critic)
+    narrow = state.replace(actor_params=_shift_log_std(state.actor_params, -1.0))
+    batch, k = _batch(1, terminated=0.0), jax.random.PRNGKey(9)
+    m0, m1 = (update(s, batch, k, update_actor=True)[1] for s in (state, narrow))
+    d_h = float(m1["train/policy_entropy"]) - float(m0["train/policy_entropy"])
+    d_traj = float(m1["train/trajectory_entropy"]) - float(m0["train/trajectory_entropy"])
+    steps = 1.0 + float(m0["diag/horizon"]) if baseline else 1.0
+    assert d_h < -1.0 and float(m0["diag/horizon"]) > 3.0  # the constructed case is what it claims to be
+    assert d_traj == pytest.approx(d_h * steps, rel=1e-4, abs=1e-4)
+
+
 # a floor that raises alpha (binds and raises): test_learner's "tec-above-floor-below"
 @pytest.mark.parametrize(
     "floor, q_e_shift, binds, raises",
@@ -165,3 +233,8 @@ def test_lived_budget_builds_the_head_for_dsac_e_only_and_refuses_unknown_values
     assert Learner.from_config(Config(algo="dsac-e"), ACT_DIM).networks.entropy_critic.horizon is False
     with pytest.raises(ConfigError, match="--budget-horizon 'episode' is unknown; allowed: discounted, lived"):
         validate(make_config(env="hopper", budget_horizon="episode"))
+    for algo, horizon in (("dsac-e", "discounted"), ("dsac-t", "lived"), ("dsac-e-no-tec", "lived")):
+        with pytest.raises(ConfigError, match=f"--entropy-baseline needs .* not --algo {algo} --budget-horizon"):
+            validate(make_config(env="hopper", algo=algo, budget_horizon=horizon, entropy_baseline=True))
+    validate(make_config(env="hopper", entropy_baseline=True))  # hopper's preset: dsac-e, lived
+    assert Learner.from_config(make_config(env="hopper", entropy_baseline=True), ACT_DIM).entropy_baseline is True

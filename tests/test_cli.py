@@ -57,6 +57,12 @@ BAD_INPUT = [
     ("matmul-dtype", ["--matmul-dtype", "float16"], {}, ["--matmul-dtype 'float16'", "float32, bfloat16"]),
     ("weight-decay-negative", ["--weight-decay", "-0.1"], {}, ["--weight-decay -0.1", "non-negative"]),
     ("gamma-1.5", ["--gamma", "1.5"], {}, ["--gamma 1.5"]),
+    (
+        "entropy-baseline-without-horizon",
+        ["--entropy-baseline", "--budget-horizon", "discounted"],
+        {},
+        ["--entropy-baseline", "--budget-horizon discounted"],
+    ),
     ("bad-input-creates-no-cache", ["--gamma", "2", "--compile-cache", "cache"], {}, ["--gamma 2"]),
     ("gamma-nan", ["--gamma", "nan"], {}, ["--gamma nan"]),
     ("out-holds-run", ["--out", "{run}"], {}, ["--out", "{run}", "already holds a run", "continue it with --resume"]),

@@ -114,13 +114,14 @@ def test_one_included_step_updates_exactly_as_a_one_step_batch(algo):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_n_step_critics_keep_their_one_step_fixed_points():
+@pytest.mark.parametrize("baseline", [False, True], ids=["", "entropy baseline"])
+def test_n_step_critics_keep_their_one_step_fixed_points(baseline):
     """One state, reward 1, never terminating, fixed policy, n = 3: Q_r -> 1 / (1 - gamma), Q_e -> gamma H /
     (1 - gamma) and the lived budget's horizon D -> gamma / (1 - gamma), as with one step (a discount of gamma
-    instead of gamma^3 would give other fixed points)."""
+    instead of gamma^3 would give other fixed points); with `--entropy-baseline`, the Q_e its head stands for."""
     gamma, n = 0.6, 3
     nets = make_networks(ACT_DIM, (16, 16), twin_entropy_critic=False, horizon=True)
-    learner = Learner(nets, "dsac-e", "nll", False)
+    learner = Learner(nets, "dsac-e", "nll", False, baseline)
     hp = Config(gamma=gamma, tau=1.0, entropy_critic_tau=1.0, actor_lr=0.0, alpha_lr=0.0, critic_lr=1e-2).hyperparams()
     state = learner.init(jax.random.PRNGKey(3), OBS_DIM, hp)
     rows = Transition(
