@@ -433,3 +433,19 @@ def test_reference_learning_gamma_reaches_every_system_and_a_shared_sb3_run_of_a
         with pytest.raises(SystemExit) as e:
             R.main([*argv, *bad])
         assert e.value.code == 2 and message in capsys.readouterr().err and not out.exists()
+
+
+def test_entropy_lag_models_an_ideal_critic_by_hand_and_refuses_bad_input(tmp_path, capsys):
+    """bench/entropy_lag.py (docs/decisions.md, "The entropy critic's lag"): two backups at gamma 0.5, one per 5
+    updates, of entropies logged as 1 at step 0 and 3 at step 10: depth 1 from step 10 (3), depth 2 from step 5
+    (2): Q_e = 0.5 * 3 + 0.25 * 2, D = 0.75, the reading (3 + 2) / 1.75; a constant entropy reads as itself."""
+    import entropy_lag
+
+    reading, d = entropy_lag.ideal_reading([0.0, 10.0], [1.0, 3.0], 10.0, 0.5, 0, 1.0, 5.0)
+    assert d == pytest.approx(0.75) and reading == pytest.approx(5.0 / 1.75)
+    reading, _ = entropy_lag.ideal_reading([0.0, 1e5], [-2.0, -2.0], 9e4, 0.9999, 1e4, 1.0, 46.0)
+    assert reading == pytest.approx(-2.0)
+    assert entropy_lag.main([str(tmp_path / "missing")]) == 2
+    assert entropy_lag.main([str(tmp_path), "--updates-per-backup", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "is not a directory" in err[0] and "--updates-per-backup 0" in err[1]
