@@ -51,6 +51,11 @@ def _sample(actor_params, obs, k):
     )
 
 
+def _heads(params, obs, action):
+    """The entropy critic's two heads (Q_e, or the deviation under the baseline, and D) at (obs, action), float64."""
+    return (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(params, obs, action))
+
+
 def _shift_horizon_head(params, shift, head=1):
     """Add `shift` to D's output bias (the entropy critic's last layer: [Q_e, D]; `head` 0 shifts Q_e's)."""
     p = jax.tree.map(lambda x: x, params)  # a copy
@@ -78,17 +83,14 @@ def test_lived_budget_losses_match_a_hand_computation(online_shift, target_shift
     gamma, rho = 0.9, 2.0
     disc = gamma * (1.0 - np.asarray(batch.terminated, np.float64))
     a2, lp2 = _sample(state.actor_target_params, batch.next_obs, k_next)
-    q_e_next, d_next = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
-        state.entropy_critic_target_params, batch.next_obs, a2))  # fmt: skip
-    q_e, d = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
-        state.entropy_critic_params, batch.obs, batch.action))  # fmt: skip
+    q_e_next, d_next = _heads(state.entropy_critic_target_params, batch.next_obs, a2)
+    q_e, d = _heads(state.entropy_critic_params, batch.obs, batch.action)
     bound = gamma / (1.0 - gamma)
     want_loss = np.mean((q_e - disc * (-lp2 + q_e_next)) ** 2) + np.mean(
         (d - disc * (1.0 + np.clip(d_next, 0, bound))) ** 2
     )
     a_new, lp = _sample(state.actor_params, batch.obs, k_new)
-    q_e_new, d_new = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
-        state.entropy_critic_params, batch.obs, a_new))  # fmt: skip
+    q_e_new, d_new = _heads(state.entropy_critic_params, batch.obs, a_new)
     d_in_range = np.clip(d_new, 0, bound)
     budget = rho * -ACT_DIM * (1.0 + d_in_range)
     want_temp = 0.3 * np.mean(-lp + q_e_new - budget)
@@ -121,17 +123,14 @@ def test_entropy_baseline_losses_match_a_hand_computation():
     bound = gamma / (1.0 - gamma)
     disc = gamma * (1.0 - np.asarray(batch.terminated, np.float64))
     a2, lp2 = _sample(state.actor_target_params, batch.next_obs, k_next)
-    r_next, d_next = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
-        state.entropy_critic_target_params, batch.next_obs, a2))  # fmt: skip
-    r, d = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
-        state.entropy_critic_params, batch.obs, batch.action))  # fmt: skip
+    r_next, d_next = _heads(state.entropy_critic_target_params, batch.next_obs, a2)
+    r, d = _heads(state.entropy_critic_params, batch.obs, batch.action)
     b_next = np.mean(-lp2)
     want_loss = np.mean((r - disc * (-lp2 - b_next + r_next)) ** 2) + np.mean(
         (d - disc * (1.0 + np.clip(d_next, 0, bound))) ** 2
     )
     a_new, lp = _sample(state.actor_params, batch.obs, k_new)
-    r_new, d_new = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
-        state.entropy_critic_params, batch.obs, a_new))  # fmt: skip
+    r_new, d_new = _heads(state.entropy_critic_params, batch.obs, a_new)
     d_new = np.clip(d_new, 0, bound)
     q_e_new = r_new + np.mean(-lp) * d_new  # the current policy's mean entropy over the D steps, plus R
     want_temp = 0.3 * np.mean(-lp + q_e_new - rho * -ACT_DIM * (1.0 + d_new))
@@ -192,8 +191,7 @@ def test_entropy_floor_takes_the_smaller_gap_counted_over_the_lived_steps(floor,
     _, m = UPDATE(state, batch, k, update_actor=True)
     _, _, k_new = jax.random.split(k, 3)
     a_new, lp = _sample(state.actor_params, batch.obs, k_new)
-    q_e, d = (np.asarray(x, np.float64)[0] for x in NETS.entropy_critics_and_horizon(
-        state.entropy_critic_params, batch.obs, a_new))  # fmt: skip
+    q_e, d = _heads(state.entropy_critic_params, batch.obs, a_new)
     d = np.clip(d, 0.0, gamma / (1.0 - gamma))
     trajectory_gap = np.mean(-lp + q_e - rho * -ACT_DIM * (1.0 + d))
     floor_gap = (1.0 + np.mean(d)) * (np.mean(-lp) - (rho * -ACT_DIM - floor)) if floor >= 0 else np.inf
