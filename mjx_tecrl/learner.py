@@ -229,7 +229,7 @@ class Learner:
                 if horizon is not None:
                     loss = loss + losses.entropy_critic_loss(horizon, y_h)
                 if self.entropy_baseline:  # the Q_e the head stands for (logged)
-                    q_e = q_e + b * losses.horizon_in_range(horizon, hp.gamma)
+                    q_e = losses.baseline_trajectory_entropy(q_e, next_log_prob, horizon, hp.gamma)
                 return loss, q_e
 
             (loss_e, q_e), grad_e = jax.value_and_grad(entropy_loss_fn, has_aux=True)(state.entropy_critic_params)
@@ -289,8 +289,7 @@ class Learner:
                 q_e, horizon = nets.entropy_critics_and_horizon(old.entropy_critic_params, obs, action)
                 q_e = jnp.min(q_e, axis=0)
                 if self.entropy_baseline:  # the deviation plus the current policy's mean entropy over D steps
-                    d = losses.horizon_in_range(jnp.min(horizon, axis=0), hp.gamma)
-                    q_e = q_e + losses.entropy_baseline(log_prob) * d
+                    q_e = losses.baseline_trajectory_entropy(q_e, log_prob, jnp.min(horizon, axis=0), hp.gamma)
             return losses.actor_loss(log_prob, q_r, q_e, alpha), (log_prob, q_e, horizon)
 
         (loss_pi, (log_prob, q_e, horizon)), grad_pi = jax.value_and_grad(actor_loss_fn, has_aux=True)(old.actor_params)

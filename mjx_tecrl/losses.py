@@ -155,6 +155,15 @@ def entropy_baseline(log_prob: jax.Array) -> jax.Array:
     return jnp.mean(sg(-log_prob))
 
 
+def baseline_trajectory_entropy(
+    deviation: jax.Array, log_prob: jax.Array, horizon: jax.Array, gamma: jax.Array
+) -> jax.Array:
+    """Q_e = R + b sg(D) under `--entropy-baseline`: the deviation head R plus b = `entropy_baseline(log_prob)` over
+    the D steps (`horizon_in_range`). D is detached, as in the budget: the actor's gradient reaches Q_e through R
+    alone, since through b D it would favour actions whose D reads low while b < 0 (docs/decisions.md)."""
+    return deviation + entropy_baseline(log_prob) * sg(horizon_in_range(horizon, gamma))
+
+
 def entropy_critic_loss(q_e: jax.Array, y_e: jax.Array) -> jax.Array:
     """Plain regression, sum over entropy critics of mean((Q_e - y_e)^2) (spec §3.2, A2); q_e: [n, B]."""
     return jnp.sum(jnp.mean((q_e - y_e[None]) ** 2, axis=-1))

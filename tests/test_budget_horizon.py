@@ -140,6 +140,31 @@ def test_entropy_baseline_losses_match_a_hand_computation():
         assert abs(float(m[name]) - want) <= 2e-4 * abs(want) + 2e-4, (name, float(m[name]), want)
 
 
+def test_the_baseline_actor_step_does_not_differentiate_the_horizon():
+    """With the baseline the actor maximises R + b sg(D): b and D are detached, so D's values and its slope in the
+    action leave the actor's step unchanged (through b D, with b < 0, it would seek actions whose D reads low; D at
+    the actor's actions fell to 88-204 on Swimmer before D was detached). Changing only D's output weights (in range)
+    must leave the new actor parameters as they were, and move the temperature's loss (the budget reads D)."""
+    state = _state(gamma=0.9, rho=2.0, init_log_alpha=0.3)
+    base = _shift_horizon_head(state.entropy_critic_params, 4.5)
+    other = jax.tree.map(lambda x: x, base)  # a copy: D's output column redrawn, R's untouched
+    kernel = other["params"]["MLP_0"]["Dense_2"]["kernel"]
+    other["params"]["MLP_0"]["Dense_2"]["kernel"] = kernel.at[..., 1].set(
+        np.random.default_rng(3).normal(size=kernel[..., 1].shape).astype(np.float32)
+    )
+    batch, k = _batch(1, terminated=0), jax.random.PRNGKey(9)
+    (new_a, m_a), (new_b, m_b) = (
+        BASELINE_UPDATE(state.replace(entropy_critic_params=p), batch, k, update_actor=True) for p in (base, other)
+    )
+    for m in (m_a, m_b):
+        assert float(m["diag/horizon_out_of_range"]) == 0.0
+    (_, d_a), (_, d_b) = _heads(base, batch.obs, batch.action), _heads(other, batch.obs, batch.action)
+    assert np.max(np.abs(d_a - d_b)) > 0.5  # D does differ
+    assert abs(float(m_a["train/loss_temperature"]) - float(m_b["train/loss_temperature"])) > 1e-3
+    for x, y in zip(jax.tree.leaves(new_a.actor_params), jax.tree.leaves(new_b.actor_params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def _shift_log_std(actor_params, shift):
     p = jax.tree.map(lambda x: x, actor_params)  # a copy
     last = p["params"]["MLP_0"]["Dense_2"]
