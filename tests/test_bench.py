@@ -449,3 +449,37 @@ def test_entropy_lag_models_an_ideal_critic_by_hand_and_refuses_bad_input(tmp_pa
     assert entropy_lag.main([str(tmp_path), "--updates-per-backup", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "is not a directory" in err[0] and "--updates-per-backup 0" in err[1]
+
+
+def test_same_training_finds_any_changed_parameter_or_metric_but_not_the_clock(tmp_path, capsys):
+    """bench/same_training.py: two sweeps of two members with identical parameters and metrics (their clocks and
+    settings records differ) are the same; one parameter moved by 1e-7 in one member, or one loss, is not; a folder
+    that is not a run exits 2."""
+    import numpy as np
+    import same_training
+
+    def run(name, wall=1.0, param=0.5, loss=2.0):
+        d = tmp_path / name
+        (d / "members").mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        (d / "sweep.json").write_text(json.dumps({"members": [{"member": 0}, {"member": 1}]}))
+        for i in (0, 1):
+            m = d / "members" / f"m{i:03d}"
+            m.mkdir()
+            rows = f"env_steps,wall_time_s,eval/episode_return,train/loss_actor\n10,{wall},3.0,{loss if i else 2.0}\n"
+            (m / "metrics.csv").write_text(rows)
+            w = np.full((2, 3), 0.5, np.float32)
+            w[1, 2] = param if i else 0.5
+            np.savez(m / "policy.npz", **{"actor/kernel": w, "meta": np.frombuffer(name.encode(), np.uint8)})
+        return str(d)
+
+    base = run("a")
+    assert same_training.main([base, run("b", wall=9.0)]) == 0
+    assert same_training.main([base, run("c", param=np.float32(0.5) + np.float32(1e-7))]) == 1
+    assert same_training.main([base, run("d", loss=2.5)]) == 1
+    assert same_training.main([base, str(tmp_path / "missing")]) == 2
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert lines[2] == "same training" and lines[-1] == "different training"
+    assert "differing: train/loss_actor" in lines[-2] and "differing: none" in lines[-3]
+    assert "policy's largest difference 0;" not in lines[4] and "is not a run directory" in out.err
