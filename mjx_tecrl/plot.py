@@ -41,6 +41,7 @@ class Curve:
     label: str  # where it came from: the run dir, and the member for a sweep
     settings: dict[str, Any]  # config.json, with a sweep member's hyperparameters and seed on top
     metrics: dict[str, np.ndarray]  # column -> values, one per evaluation
+    folder: str = ""  # the directory holding its metrics.csv and exported policy (load_curves); "" if built elsewhere
 
     def last(self, name: str) -> float | None:
         """The last finite value of a logged column, or None where it is absent or never finite."""
@@ -105,13 +106,14 @@ def load_curves(run_dir: str) -> list[Curve]:
     config = rundir.read_config_dict(run_dir)
     sweep = rundir.read_sweep(run_dir)
     if sweep is None:
-        return [Curve(run_dir, config, read_metrics(os.path.join(run_dir, rundir.METRICS_FILE)))]
+        return [Curve(run_dir, config, read_metrics(os.path.join(run_dir, rundir.METRICS_FILE)), run_dir)]
     curves = []
     for i, member in enumerate(sweep.get("members", [])):
         index = int(member.get("member", i))
         settings = {**config, **member.get("hyperparams", {}), "seed": member.get("seed", config.get("seed"))}
-        metrics = read_metrics(os.path.join(rundir.member_dir(run_dir, index), rundir.METRICS_FILE))
-        curves.append(Curve(f"{run_dir} member {index}", settings, metrics))
+        folder = rundir.member_dir(run_dir, index)
+        metrics = read_metrics(os.path.join(folder, rundir.METRICS_FILE))
+        curves.append(Curve(f"{run_dir} member {index}", settings, metrics, folder))
     if not curves:
         raise ConfigError(f"{run_dir!r}: {rundir.SWEEP_FILE} lists no members")
     return curves
